@@ -1,0 +1,14 @@
+"""Model-agnostic MagCache core: settings, ratio tables, step schedule, skip rule, per-run state.
+
+Pure Python and torch; nothing here imports ComfyUI."""
+from .config import MagCacheConfig, MagCacheConfigError
+from .presets import COND, UNCOND, Preset, PresetError, builtin_presets, get_preset, interpolate
+from .rule import Accumulator, eligible, predict_skips
+from .schedule import DegenerateSchedule, Schedule
+from .state import BranchState, RunState
+
+__all__ = [
+    "MagCacheConfig", "MagCacheConfigError", "COND", "UNCOND", "Preset", "PresetError", "builtin_presets",
+    "get_preset", "interpolate", "Accumulator", "eligible", "predict_skips", "DegenerateSchedule", "Schedule",
+    "BranchState", "RunState",
+]

@@ -1,0 +1,163 @@
+"""Per-run, per-branch MagCache state. One RunState is made for each sampling run and dropped after."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Hashable, Optional, Sequence
+
+import torch
+
+from .config import MagCacheConfig
+from .presets import COND, UNCOND
+from .rule import Accumulator, eligible
+from .schedule import DegenerateSchedule, Schedule
+
+log = logging.getLogger("MagCache")
+
+# A branch is one conditioning chunk of the batch: (cond_or_uncond value, its uuid). Keying by the
+# chunk and not by call order keeps batched CFG ([uncond, cond] in one call), separate cond/uncond
+# calls and cfg = 1 on the same decisions.
+BranchKey = tuple[int, Hashable]
+
+
+@dataclass
+class BranchState:
+    branch: int  # COND or UNCOND: which half of a CFG-interleaved table it reads
+    acc: Accumulator = field(default_factory=Accumulator)
+    residual: Optional[torch.Tensor] = None  # kept on the compute device, never copied to host
+    step: int = -1  # last step this branch was evaluated at
+    skipped: bool = False  # the decision taken at `step`
+    skipped_steps: list[int] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.acc.reset()
+        self.residual = None
+
+
+class RunState:
+    """Everything MagCache remembers during one sampling run.
+
+    decide() applies the skip rule for the branches that share one model call; the caller then
+    either skips the blocks (using residual()) or computes them and hands the new residual to
+    store()."""
+
+    def __init__(self, config: MagCacheConfig, round_half_up: bool = False):
+        self.config = config
+        self.round_half_up = round_half_up
+        self.branches: dict[BranchKey, BranchState] = {}
+        self.calls = 0
+        self.computed_calls = 0
+        self.disabled_reason: Optional[str] = None
+        self._schedule_src = None
+        self._schedule: Optional[Schedule] = None
+
+    # -- schedule -----------------------------------------------------------------------------
+    def disable(self, reason: str) -> None:
+        """Switch caching off for the rest of the run, with one warning."""
+        if self.disabled_reason is None:
+            self.disabled_reason = reason
+            log.warning("MagCache: caching is off for this run: %s", reason)
+
+    def schedule(self, sample_sigmas) -> Optional[Schedule]:
+        """The run's schedule (parsed once per schedule object), or None when caching is off."""
+        if self.disabled_reason is not None:
+            return None
+        if sample_sigmas is not self._schedule_src or self._schedule is None:
+            try:
+                sched = Schedule.from_values(sample_sigmas)
+            except DegenerateSchedule as e:
+                self.disable(str(e))
+                return None
+            first, last = self.config.window(sched.steps)
+            if first > last:
+                self.disable(f"start_step {first} is after end_step {last} for {sched.steps} steps")
+                return None
+            if self._schedule is not None and sched.sigmas != self._schedule.sigmas:
+                self.release()  # a new schedule within the run: start the branches afresh
+            self._schedule_src, self._schedule = sample_sigmas, sched
+        return self._schedule
+
+    # -- decisions ----------------------------------------------------------------------------
+    def branch(self, key: BranchKey) -> BranchState:
+        st = self.branches.get(key)
+        if st is None:
+            st = self.branches[key] = BranchState(branch=UNCOND if key[0] == UNCOND else COND)
+        return st
+
+    def fits(self, key: BranchKey, like: torch.Tensor) -> bool:
+        """Whether the branch's residual can be added to `like`. A residual of another shape, dtype
+        or device is dropped (and the branch reset), never broadcast."""
+        st = self.branch(key)
+        r = st.residual
+        if r is None:
+            return False
+        if r.shape != like.shape or r.dtype != like.dtype or r.device != like.device:
+            st.reset()
+            return False
+        return True
+
+    def decide(self, step: int, steps: int, tables: dict[int, Sequence[float]],
+               keys: Sequence[BranchKey], fits: Sequence[bool]) -> bool:
+        """Skip the blocks for this call? Only if every branch in it would skip.
+
+        A repeated evaluation of a branch at the same step (heun's second call, dpmpp_2s's
+        midpoint) follows the decision taken at its first evaluation without advancing the
+        accumulators. A branch that wanted to skip but is computed with the others counts as
+        computed: its accumulators reset and its residual is refreshed."""
+        wants, first_eval = [], []
+        for key, ok in zip(keys, fits):
+            st = self.branch(key)
+            if st.step == step:
+                first_eval.append(False)
+                wants.append(ok and st.skipped)
+                continue
+            if step < st.step:  # the schedule restarted: a fresh pass
+                st.acc.reset()
+            st.step = step
+            first_eval.append(True)
+            if eligible(self.config, step, steps, self.round_half_up):
+                wants.append(st.acc.advance(tables[st.branch][step], self.config.thresh, self.config.K) and ok)
+            else:
+                st.acc.reset()
+                wants.append(False)
+        skip = bool(keys) and all(wants)
+        for key, first in zip(keys, first_eval):
+            st = self.branches[key]
+            if first:
+                st.skipped = skip
+                if skip:
+                    st.skipped_steps.append(step)
+                else:
+                    st.acc.reset()  # computed, even if this branch alone would have skipped
+        self.calls += 1
+        self.computed_calls += not skip
+        return skip
+
+    def residual(self, key: BranchKey) -> torch.Tensor:
+        return self.branches[key].residual
+
+    def store(self, key: BranchKey, residual: torch.Tensor) -> None:
+        self.branch(key).residual = residual
+
+    # -- end of run ---------------------------------------------------------------------------
+    def skipped_per_branch(self) -> dict[int, int]:
+        """Skipped steps per branch (COND, UNCOND); several chunks of one branch report the most."""
+        out: dict[int, int] = {}
+        for (b, _), st in self.branches.items():
+            b = UNCOND if b == UNCOND else COND
+            out[b] = max(out.get(b, 0), len(st.skipped_steps))
+        return out
+
+    def summary(self) -> str:
+        if self.disabled_reason is not None:
+            return f"MagCache: skipped 0 steps (caching was off: {self.disabled_reason})"
+        steps = self._schedule.steps if self._schedule is not None else 0
+        per = self.skipped_per_branch()
+        skipped = max(per.values(), default=0)
+        names = ", ".join(f"{'cond' if b == COND else 'uncond'} {n}" for b, n in sorted(per.items()))
+        est = self.calls / self.computed_calls if self.computed_calls else 1.0
+        return f"MagCache: skipped {skipped}/{steps} steps ({names}), est. {est:.1f}x"
+
+    def release(self) -> None:
+        """Drop every cached residual and accumulator."""
+        self.branches.clear()

@@ -1,0 +1,97 @@
+"""Model families MagCache supports: one spec module each, plus the registry and model_type resolution.
+
+To add a family: write `model_patches/<family>.py` with a `SPEC = FamilySpec(...)` and list it in
+FAMILY_MODULES below."""
+from __future__ import annotations
+
+import importlib
+import logging
+from functools import lru_cache
+from typing import Optional
+
+from ..magcache import builtin_presets
+from . import flux
+from .spec import BlockGroup, FamilySpec
+
+log = logging.getLogger("MagCache")
+
+FAMILY_MODULES = (flux,)
+ALL_SPECS: tuple[FamilySpec, ...] = tuple(m.SPEC for m in FAMILY_MODULES)
+
+# The original pack's model_type choices, kept so its saved workflows load.
+ORIGINAL_MODEL_TYPES = (
+    "flux", "flux_kontext", "chroma", "qwen_image", "hunyuan_video", "hunyuan_video1.5",
+    "wan2.1_t2v_1.3B", "wan2.1_t2v_14B", "wan2.1_i2v_480p_14B", "wan2.1_i2v_720p_14B",
+    "wan2.1_vace_1.3B", "wan2.1_vace_14B",
+)
+MODEL_TYPES = ("auto",) + ORIGINAL_MODEL_TYPES + tuple(
+    p for s in ALL_SPECS for p in s.presets if p not in ORIGINAL_MODEL_TYPES)
+
+
+class UnsupportedModel(ValueError):
+    """The model or the chosen model_type cannot be used; the message says what can."""
+
+
+def _class_exists(path: str) -> bool:
+    module, _, name = path.rpartition(".")
+    try:
+        return hasattr(importlib.import_module(module), name)
+    except Exception:  # any import failure of that ComfyUI module disables the family only
+        return False
+
+
+@lru_cache(maxsize=None)
+def available_specs() -> tuple[FamilySpec, ...]:
+    """The families whose model class exists in the running ComfyUI; others are logged and left out."""
+    out = []
+    for spec in ALL_SPECS:
+        if _class_exists(spec.model_class):
+            out.append(spec)
+        else:
+            log.warning("MagCache: %s support disabled: %s is not in this ComfyUI", spec.name, spec.model_class)
+    return tuple(out)
+
+
+def _class_path(cls) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def spec_for_model(diffusion_model, specs=None) -> Optional[FamilySpec]:
+    """The family of a diffusion model: its own class first, then its base classes."""
+    specs = available_specs() if specs is None else specs
+    by_class = {s.model_class: s for s in specs}
+    for cls in type(diffusion_model).__mro__:
+        if _class_path(cls) in by_class:
+            return by_class[_class_path(cls)]
+    return None
+
+
+def _supported(specs) -> str:
+    return "; ".join(f"{s.name} ({s.model_class}: {', '.join(s.presets)})" for s in specs) or "none"
+
+
+def resolve(model_type: str, diffusion_model, specs=None) -> tuple[FamilySpec, Optional[str]]:
+    """(spec, preset) for a node's model_type on this model; preset None means 'auto' per call.
+
+    Raises UnsupportedModel naming the model class and the supported families, or the presets
+    valid for the loaded model."""
+    specs = available_specs() if specs is None else specs
+    found = spec_for_model(diffusion_model, specs)
+    name = _class_path(type(diffusion_model))
+    if found is None:
+        raise UnsupportedModel(
+            f"MagCache does not support this model ({name}). Supported families: {_supported(specs)}")
+    if model_type == "auto":
+        return found, None
+    if model_type not in found.presets:
+        if model_type not in builtin_presets() and not any(model_type in s.presets for s in ALL_SPECS):
+            problem = f"unknown model_type '{model_type}'"
+        else:
+            problem = f"model_type '{model_type}' does not match the loaded model ({name})"
+        raise UnsupportedModel(f"MagCache: {problem}; for this model use 'auto' or one of: "
+                               f"{', '.join(found.presets)}")
+    return found, model_type
+
+
+__all__ = ["ALL_SPECS", "MODEL_TYPES", "ORIGINAL_MODEL_TYPES", "BlockGroup", "FamilySpec", "UnsupportedModel",
+           "available_specs", "resolve", "spec_for_model"]

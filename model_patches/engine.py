@@ -1,0 +1,244 @@
+"""Hooks MagCache into a ComfyUI model through its official extension points only.
+
+- Every transformer block gets a replacement in patches_replace["dit"] (chained onto any
+  replacement another node put there). On a computed call the head clones its input and the tail
+  stores tail-output minus head-input (image tokens) per branch; on a skipped call no block runs
+  and the tail hands on head-input + cached residual.
+- A DIFFUSION_MODEL wrapper marks the span of one model call (and picks the preset for 'auto').
+- An OUTER_SAMPLE wrapper creates the run's state, logs one line at the end and drops the state
+  in a `finally`. Nothing is stored on the shared model.
+
+ComfyUI is imported only inside the functions that ComfyUI itself calls, so the block logic can be
+driven by plain block loops in unit tests.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ..magcache import COND, MagCacheConfig, RunState, get_preset
+from .spec import BlockGroup, FamilySpec
+
+log = logging.getLogger("MagCache")
+
+SETTINGS_KEY = "magcache"  # transformer_options key of the node's Settings
+RUN_KEY = "magcache_run"  # transformer_options key of the live Run during sampling
+WRAPPER_KEY = "magcache"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the node leaves on its clone: immutable, so ComfyUI's deep copies can share it."""
+
+    spec: FamilySpec
+    config: MagCacheConfig
+    preset: Optional[str] = None  # None: the spec picks per call ('auto')
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+@dataclass
+class Call:
+    """What the head decided for the model call in progress."""
+
+    preset: str
+    active: bool = False
+    skip: bool = False
+    keys: tuple = ()
+    n_img: int = 0
+    head_in: Optional[torch.Tensor] = None  # computed call: clone of the head's input
+    skip_out: Optional[torch.Tensor] = None  # skipped call: head input + cached residual
+
+
+class Run:
+    """One sampling run: the core state plus the call in progress."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.state = RunState(settings.config, settings.spec.retention_round_half_up)
+        self.call: Optional[Call] = None
+        self._tables: dict = {}
+
+    def tables(self, preset: str, steps: int):
+        key = (preset, steps)
+        if key not in self._tables:
+            self._tables[key] = get_preset(preset).tables(steps)
+        return self._tables[key]
+
+
+def branch_keys(transformer_options: dict) -> tuple:
+    cou = transformer_options.get("cond_or_uncond")
+    if not cou:
+        return ((COND, 0),)
+    uuids = transformer_options.get("uuids")
+    if not uuids or len(uuids) != len(cou):
+        uuids = [None] * len(cou)
+    return tuple((int(c), u if u is not None else i) for i, (c, u) in enumerate(zip(cou, uuids)))
+
+
+def image_tokens(x: torch.Tensor, group: BlockGroup, n: int) -> torch.Tensor:
+    if group.image_tokens == "last":
+        return x[:, x.shape[1] - n:]
+    if group.image_tokens == "first":
+        return x[:, :n]
+    return x
+
+
+def with_image_tokens(x: torch.Tensor, group: BlockGroup, img: torch.Tensor) -> torch.Tensor:
+    n = img.shape[1]
+    if group.image_tokens == "last":
+        return torch.cat((x[:, :x.shape[1] - n], img), dim=1)
+    if group.image_tokens == "first":
+        return torch.cat((img, x[:, n:]), dim=1)
+    return img
+
+
+class CachedBlock:
+    """patches_replace["dit"] entry for one block. Outside a MagCache run it only forwards."""
+
+    def __init__(self, group: BlockGroup, is_head: bool, is_tail: bool, inner=None):
+        self.group, self.is_head, self.is_tail, self.inner = group, is_head, is_tail, inner
+
+    def compute(self, args: dict, extra: dict) -> dict:
+        if self.inner is not None:  # another node's replacement at this key: keep it in the chain
+            return self.inner(args, extra)
+        return extra["original_block"](args)
+
+    def __call__(self, args: dict, extra: dict) -> dict:
+        to = args.get("transformer_options") or {}
+        run: Optional[Run] = to.get(RUN_KEY)
+        call = run.call if run is not None else None
+        if call is None:
+            return self.compute(args, extra)
+        if self.is_head:
+            self.begin(run, call, args["img"], to)
+        if call.active and call.skip:
+            out = {k: args[k] for k in self.group.outputs}
+            if self.is_tail:
+                out["img"] = with_image_tokens(args["img"], self.group, call.skip_out)
+                call.active = False
+            return out
+        out = self.compute(args, extra)
+        if self.is_tail and call.active:
+            self.finish(run, call, image_tokens(out["img"], self.group, call.n_img))
+        return out
+
+    @staticmethod
+    def begin(run: Run, call: Call, img: torch.Tensor, to: dict) -> None:
+        call.active = call.skip = False
+        call.head_in = call.skip_out = None
+        state = run.state
+        sched = state.schedule(to.get("sample_sigmas"))
+        keys = branch_keys(to)
+        sigmas = to.get("sigmas")
+        if sched is None or sigmas is None or img.shape[0] % len(keys):
+            return
+        step = sched.step_index(float(sigmas.reshape(-1)[0]))  # the one scalar read per model call
+        b = img.shape[0] // len(keys)
+        fits = [state.fits(k, img[i * b:(i + 1) * b]) for i, k in enumerate(keys)]
+        call.skip = state.decide(step, sched.steps, run.tables(call.preset, sched.steps), keys, fits)
+        call.active, call.keys, call.n_img = True, keys, img.shape[1]
+        if call.skip:
+            res = [state.residual(k) for k in keys]
+            call.skip_out = img + (res[0] if len(res) == 1 else torch.cat(res))
+        else:
+            call.head_in = img.clone()  # blocks update their input in place (Flux: img += ...)
+
+    @staticmethod
+    def finish(run: Run, call: Call, img_out: torch.Tensor) -> None:
+        residual = img_out - call.head_in
+        b = residual.shape[0] // len(call.keys)
+        for i, k in enumerate(call.keys):
+            run.state.store(k, residual[i * b:(i + 1) * b])
+        call.head_in = None
+        call.active = False
+
+
+def _find_transformer_options(args, kwargs) -> Optional[dict]:
+    to = kwargs.get("transformer_options")
+    if isinstance(to, dict):
+        return to
+    for a in reversed(args):
+        if isinstance(a, dict) and ("sigmas" in a or "patches_replace" in a or RUN_KEY in a):
+            return a
+    return None
+
+
+def diffusion_model_wrapper(executor, *args, **kwargs):
+    """Marks one model call; blocks called outside it (or outside a run) only forward."""
+    to = _find_transformer_options(args, kwargs)
+    run: Optional[Run] = to.get(RUN_KEY) if to is not None else None
+    if run is None:
+        return executor(*args, **kwargs)
+    settings = run.settings
+    preset = settings.preset
+    if preset is None:
+        try:
+            bound = inspect.signature(executor.original).bind_partial(*args, **kwargs).arguments
+        except (TypeError, ValueError):
+            bound = kwargs
+        preset = settings.spec.auto_preset(lambda name: bound.get(name, kwargs.get(name)))
+    run.call = Call(preset=preset)
+    try:
+        return executor(*args, **kwargs)
+    finally:
+        run.call = None
+
+
+def outer_sample_wrapper(executor, *args, **kwargs):
+    """Fresh state for every sampling run, released in a finally (also on interrupt)."""
+    import comfy.model_patcher
+
+    guider = executor.class_obj
+    orig = guider.model_options
+    settings: Optional[Settings] = orig.get("transformer_options", {}).get(SETTINGS_KEY)
+    if settings is None:
+        return executor(*args, **kwargs)
+    run = Run(settings)
+    guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
+    guider.model_options["transformer_options"][RUN_KEY] = run
+    try:
+        return executor(*args, **kwargs)
+    finally:
+        log.info(run.state.summary())
+        run.state.release()
+        run.call = None
+        guider.model_options = orig
+
+
+def unwrap(diffusion_model):
+    """The module under a torch.compile wrapper, if any."""
+    return getattr(diffusion_model, "_orig_mod", diffusion_model)
+
+
+def replacements(spec: FamilySpec, diffusion_model, existing: dict) -> dict:
+    """patches_replace["dit"] entries for every block; `existing` entries (another node's) are chained."""
+    blocks = spec.blocks(diffusion_model)
+    out = {}
+    for n, (group, i) in enumerate(blocks):
+        inner = existing.get((group.kind, i))
+        if isinstance(inner, CachedBlock):  # MagCache applied twice: the newer settings replace the older
+            inner = inner.inner
+        out[(group.kind, i)] = CachedBlock(group, n == 0, n == len(blocks) - 1, inner)
+    return out
+
+
+def apply(model, spec: FamilySpec, config: MagCacheConfig, preset: Optional[str] = None):
+    """Return a clone of the ModelPatcher `model` with MagCache hooked in; `model` is not touched."""
+    from comfy.patcher_extension import WrappersMP
+
+    model = model.clone()
+    existing = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
+    for (kind, i), patch in replacements(spec, unwrap(model.get_model_object("diffusion_model")), existing).items():
+        model.set_model_patch_replace(patch, "dit", kind, i)
+    model.model_options["transformer_options"][SETTINGS_KEY] = Settings(spec, config, preset)
+    for kind, fn in ((WrappersMP.OUTER_SAMPLE, outer_sample_wrapper),
+                     (WrappersMP.DIFFUSION_MODEL, diffusion_model_wrapper)):
+        model.remove_wrappers_with_key(kind, WRAPPER_KEY)
+        model.add_wrapper_with_key(kind, WRAPPER_KEY, fn)
+    return model

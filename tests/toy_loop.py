@@ -1,0 +1,106 @@
+"""A toy diffusion model whose forward mimics ComfyUI's Flux block loops: the same
+patches_replace calling convention, text-first single stream, in-place block updates and
+ControlNet additions between blocks. Its blocks do hand-checkable arithmetic and count calls."""
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+
+from comfyui_magcache.model_patches import engine
+
+
+class ToyDouble:
+    def __init__(self, i, calls):
+        self.i, self.calls = i, calls
+
+    def __call__(self, img, txt):
+        self.calls[("double_block", self.i)] += 1
+        img += 0.5 * torch.tanh(img) + 0.01 * (self.i + 1)  # in place, as Flux's DoubleStreamBlock
+        return img, txt * 0.9 + img.mean(dim=1, keepdim=True)
+
+
+class ToySingle:
+    def __init__(self, i, calls):
+        self.i, self.calls = i, calls
+
+    def __call__(self, x):
+        self.calls[("single_block", self.i)] += 1
+        x += 0.1 * x.mean(dim=1, keepdim=True) + 0.02 * (self.i + 1)  # mixes text into image tokens
+        return x
+
+
+class ToyFlux:
+    def __init__(self, n_double=2, n_single=3):
+        self.calls = Counter()
+        self.double_blocks = [ToyDouble(i, self.calls) for i in range(n_double)]
+        self.single_blocks = [ToySingle(i, self.calls) for i in range(n_single)]
+        self.final_inputs = []
+
+    def final_layer(self, img):
+        self.final_inputs.append(img.clone())
+        return img * 2.0
+
+    def forward(self, img, txt, transformer_options, ref_latents=None, control=None):
+        """Like Flux.forward_orig after the embeddings: img [B, n_img, C], txt [B, n_txt, C]."""
+        to = transformer_options
+        img = img.clone()
+        if ref_latents is not None:
+            img = torch.cat((img, ref_latents), dim=1)
+        n_img = img.shape[1]
+        reps = to.get("patches_replace", {}).get("dit", {})
+        for i, block in enumerate(self.double_blocks):
+            key = ("double_block", i)
+            if key in reps:
+                def wrap(args, block=block):
+                    out = {}
+                    out["img"], out["txt"] = block(args["img"], args["txt"])
+                    return out
+                out = reps[key]({"img": img, "txt": txt, "vec": None, "pe": None, "transformer_options": to},
+                                {"original_block": wrap})
+                img, txt = out["img"], out["txt"]
+            else:
+                img, txt = block(img, txt)
+            if control is not None:
+                img[:, :control.shape[1]] += control  # ControlNet adds in place between blocks
+        img = torch.cat((txt, img), 1)
+        for i, block in enumerate(self.single_blocks):
+            key = ("single_block", i)
+            if key in reps:
+                out = reps[key]({"img": img, "vec": None, "pe": None, "transformer_options": to},
+                                {"original_block": lambda args, block=block: {"img": block(args["img"])}})
+                img = out["img"]
+            else:
+                img = block(img)
+        img = img[:, txt.shape[1]:]
+        return self.final_layer(img)[:, :n_img]
+
+
+class Executor:
+    """Stands in for ComfyUI's WrapperExecutor around the diffusion model's forward."""
+
+    def __init__(self, fn):
+        self.original = fn
+
+    def __call__(self, *args, **kwargs):
+        return self.original(*args, **kwargs)
+
+
+def sample(model, spec, config, sigmas, x, txt, cond_or_uncond=(1, 0), preset=None, existing=None,
+           calls_per_step=None, **forward_kwargs):
+    """Run one 'sampling run': every step calls the model once per call layout.
+    Returns (outputs per call, the run)."""
+    reps = engine.replacements(spec, model, existing or {})
+    run = engine.Run(engine.Settings(spec, config, preset))
+    layouts = calls_per_step or [tuple(cond_or_uncond)]
+    outs = []
+    for s in sigmas[:-1]:
+        for layout in layouts:
+            to = {"patches_replace": {"dit": reps}, "sample_sigmas": sigmas, "sigmas": torch.tensor([s]),
+                  "cond_or_uncond": list(layout), "uuids": [f"uuid-{c}" for c in layout], engine.RUN_KEY: run}
+            b = x.shape[0] // len(cond_or_uncond)
+            idx = [list(cond_or_uncond).index(c) for c in layout]
+            xs = torch.cat([x[i * b:(i + 1) * b] for i in idx])
+            ts = torch.cat([txt[i * b:(i + 1) * b] for i in idx])
+            outs.append(engine.diffusion_model_wrapper(Executor(model.forward), xs, ts, to, **forward_kwargs))
+    return outs, run

@@ -1,0 +1,149 @@
+"""The hooking engine driven by a toy block loop that behaves like ComfyUI's Flux loop."""
+import torch
+
+from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, get_preset, predict_skips
+from comfyui_magcache.model_patches import engine, flux
+from toy_loop import ToyFlux, sample
+
+SIGMAS = torch.linspace(1.0, 0.0, 13)  # 12 steps
+FLAT = MagCacheConfig(thresh=0.3, K=2, retention_ratio=0.2)
+
+
+def inputs(batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 6, 4, generator=g), torch.randn(batch, 3, 4, generator=g)
+
+
+def test_thresh_zero_and_outside_a_run_are_bit_identical():
+    x, txt = inputs()
+    plain = ToyFlux()
+    ref = [plain.forward(x, txt, {}) for _ in range(3)]
+    patched = ToyFlux()
+    reps = engine.replacements(flux.SPEC, patched, {})
+    # outside a run the replacements only forward
+    assert all(torch.equal(r, patched.forward(x, txt, {"patches_replace": {"dit": reps}})) for r in ref)
+    outs, run = sample(ToyFlux(), flux.SPEC, MagCacheConfig(thresh=0.0), SIGMAS, x, txt)
+    assert all(torch.equal(o, ref[0]) for o in outs) and run.state.computed_calls == 12
+
+
+def test_skipped_steps_run_no_block_and_follow_the_rule():
+    x, txt = inputs()
+    model = ToyFlux()
+    outs, run = sample(model, flux.SPEC, FLAT, SIGMAS, x, txt)
+    expected = predict_skips(FLAT, get_preset("flux").tables(12), 12, branches=(COND, UNCOND),
+                             round_half_up=True)[COND]
+    assert run.state.branches[(COND, "uuid-0")].skipped_steps == expected and expected
+    computed = 12 - len(expected)
+    for i in range(2):
+        assert model.calls[("double_block", i)] == computed
+    for i in range(3):
+        assert model.calls[("single_block", i)] == computed
+
+
+def test_skipped_output_is_final_layer_of_head_input_plus_cached_residual():
+    x, txt = inputs()
+    model = ToyFlux()
+    outs, run = sample(model, flux.SPEC, FLAT, SIGMAS, x, txt)
+    skipped = set(run.state.branches[(COND, "uuid-0")].skipped_steps)
+    residual = None
+    for step, final_in in enumerate(model.final_inputs):
+        if step in skipped:
+            assert torch.equal(final_in, x + residual)
+            assert torch.equal(outs[step], (x + residual) * 2.0)
+        else:
+            residual = final_in - x  # head input is x itself in the toy (no embedding)
+
+
+def test_controlnet_additions_are_not_counted_twice_on_skipped_steps():
+    x, txt = inputs()
+    control = torch.full((2, 6, 4), 0.25)
+    model = ToyFlux()
+    sample(model, flux.SPEC, FLAT, SIGMAS, x, txt, control=control)
+    no_cn = ToyFlux()
+    sample(no_cn, flux.SPEC, FLAT, SIGMAS, x, txt)
+    # residual includes ControlNet's effect on computed steps; on skipped steps only head + residual
+    first_skip = predict_skips(FLAT, get_preset("flux").tables(12), 12, round_half_up=True)[COND][0]
+    residual = model.final_inputs[first_skip - 1] - x
+    assert torch.equal(model.final_inputs[first_skip], x + residual)
+
+
+def test_separate_calls_and_cfg1_keep_per_branch_state():
+    x, txt = inputs()
+    cfg = MagCacheConfig(thresh=0.3, K=3, retention_ratio=0.2)
+    batched = sample(ToyFlux(), flux.SPEC, cfg, SIGMAS, x, txt)[1].state
+    separate = sample(ToyFlux(), flux.SPEC, cfg, SIGMAS, x, txt, calls_per_step=[(0,), (1,)])[1].state
+    cfg1 = sample(ToyFlux(), flux.SPEC, cfg, SIGMAS, x[:1], txt[:1], cond_or_uncond=(0,))[1].state
+    key_c, key_u = (COND, "uuid-0"), (UNCOND, "uuid-1")
+    steps = batched.branches[key_c].skipped_steps
+    assert steps and separate.branches[key_c].skipped_steps == steps == separate.branches[key_u].skipped_steps
+    assert cfg1.branches[key_c].skipped_steps == steps and key_u not in cfg1.branches
+    assert separate.calls == 24 and batched.calls == 12
+
+
+def test_batched_branches_get_their_own_residual():
+    x, txt = inputs()
+    x[1] += 3.0  # the cond chunk differs from the uncond chunk
+    model = ToyFlux()
+    outs, run = sample(model, flux.SPEC, FLAT, SIGMAS, x, txt)
+    skipped = run.state.branches[(COND, "uuid-0")].skipped_steps
+    last_computed = max(set(range(12)) - set(skipped))
+    full = model.final_inputs[last_computed] - x
+    assert torch.equal(run.state.residual((UNCOND, "uuid-1")), full[0:1])  # uncond is batched first
+    assert torch.equal(run.state.residual((COND, "uuid-0")), full[1:2])
+    assert not torch.equal(full[0:1], full[1:2])
+
+
+def test_existing_replacement_is_chained_and_skipped_with_the_rest():
+    seen = []
+
+    def other_node(args, extra):
+        seen.append(1)
+        out = extra["original_block"](args)
+        out["img"] = out["img"] * 1.5
+        return out
+
+    x, txt = inputs()
+    existing = {("double_block", 1): other_node}
+    ref_model = ToyFlux()
+    ref = ref_model.forward(x, txt, {"patches_replace": {"dit": existing}})
+    outs, run = sample(ToyFlux(), flux.SPEC, MagCacheConfig(thresh=0.3, start_step=100), SIGMAS, x, txt,
+                       existing=existing)
+    assert all(torch.equal(o, ref) for o in outs) and len(seen) == 1 + 12
+    seen.clear()
+    outs, run = sample(ToyFlux(), flux.SPEC, FLAT, SIGMAS, x, txt, existing=existing)
+    assert len(seen) == run.state.computed_calls < 12
+
+
+def test_magcache_applied_twice_keeps_one_layer():
+    toy = ToyFlux()
+    first = engine.replacements(flux.SPEC, toy, {})
+    second = engine.replacements(flux.SPEC, toy, first)
+    assert all(p.inner is None for p in second.values())
+
+
+def test_auto_preset_follows_reference_latents():
+    x, txt = inputs()
+    ref = torch.randn(2, 2, 4)
+    flat_tables_differ = get_preset("flux").tables(12) != get_preset("flux_kontext").tables(12)
+    assert flat_tables_differ
+    cfg = MagCacheConfig(thresh=0.05, K=4, retention_ratio=0.2)
+    _, run = sample(ToyFlux(), flux.SPEC, cfg, SIGMAS, x, txt, ref_latents=ref)
+    want = predict_skips(cfg, get_preset("flux_kontext").tables(12), 12, round_half_up=True)[COND]
+    assert run.state.branches[(COND, "uuid-0")].skipped_steps == want
+    _, run = sample(ToyFlux(), flux.SPEC, cfg, SIGMAS, x, txt)
+    want = predict_skips(cfg, get_preset("flux").tables(12), 12, round_half_up=True)[COND]
+    assert run.state.branches[(COND, "uuid-0")].skipped_steps == want
+
+
+def test_shape_change_mid_run_recomputes_instead_of_broadcasting():
+    x, txt = inputs()
+    model = ToyFlux()
+    reps = engine.replacements(flux.SPEC, model, {})
+    run = engine.Run(engine.Settings(flux.SPEC, FLAT, None))
+    from toy_loop import Executor
+    for n, s in enumerate(SIGMAS[:-1]):
+        xs = x if n < 6 else torch.randn(2, 8, 4)  # token count changes at step 6
+        to = {"patches_replace": {"dit": reps}, "sample_sigmas": SIGMAS, "sigmas": torch.tensor([s]),
+              "cond_or_uncond": [1, 0], "uuids": ["u", "c"], engine.RUN_KEY: run}
+        engine.diffusion_model_wrapper(Executor(model.forward), xs, txt, to)
+    assert 6 not in run.state.branches[(COND, "c")].skipped_steps

@@ -1,0 +1,79 @@
+import pytest
+
+from comfyui_magcache.magcache import COND, UNCOND, Preset, PresetError, builtin_presets, get_preset, interpolate
+
+
+def reference_nearest(values, n):
+    """Independent restatement of the official nearest interpolation (round half to even)."""
+    if n == 1:
+        return [values[-1]]
+    return [values[round(i * (len(values) - 1) / (n - 1))] for i in range(n)]
+
+
+@pytest.mark.parametrize("n", [1, 2, 20, 28, 50, 1000])
+def test_interpolation_lengths(n):
+    values = [1.0 + i / 100 for i in range(28)]
+    out = interpolate(values, n)
+    assert len(out) == n
+    assert list(out) == reference_nearest(values, n)
+    if n >= 2:
+        assert out[0] == values[0] and out[-1] == values[-1]
+
+
+def test_interpolation_identity_and_single_step():
+    values = get_preset("flux").ratios
+    assert interpolate(values, 28) == values
+    assert interpolate(values, 1) == (values[-1],)
+    assert interpolate(values, 2) == (values[0], values[-1])
+
+
+def test_interpolation_rejects_bad_step_counts():
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(PresetError, match="step count"):
+            interpolate([1.0, 1.1], bad)
+
+
+def test_branch_halves_are_kept_apart():
+    # cond values are 1.x, uncond values 2.x: an interpolation mixing halves would show it
+    steps = 10
+    ratios = tuple(v for i in range(steps) for v in (1.0 + i / 100, 2.0 + i / 100))
+    p = Preset("synthetic", steps, True, ratios)
+    for n in (1, 2, 7, 10, 20, 1000):
+        t = p.tables(n)
+        assert all(1.0 <= v < 2.0 for v in t[COND]), n
+        assert all(v >= 2.0 for v in t[UNCOND]), n
+        assert list(t[COND]) == reference_nearest(ratios[0::2], n)
+        assert list(t[UNCOND]) == reference_nearest(ratios[1::2], n)
+
+
+def test_uninterleaved_table_serves_both_branches():
+    t = get_preset("flux").tables(20)
+    assert t[COND] == t[UNCOND] == interpolate(get_preset("flux").ratios, 20)
+
+
+def test_builtin_tables_load_with_their_settings():
+    presets = builtin_presets()
+    assert {"flux", "flux_kontext", "chroma", "wan2.1_t2v_1.3B", "hunyuan_video"} <= set(presets)
+    assert len(presets) == 16
+    assert presets["flux"].recommended == (0.24, 0.1, 5)
+    assert presets["flux_kontext"].recommended == (0.05, 0.2, 4)
+    assert presets["chroma"].cfg_interleaved and len(presets["chroma"].ratios) == 52
+
+
+@pytest.mark.parametrize("ratios, steps, inter, fragment", [
+    ((), 0, False, "is empty"),
+    ((1.0, float("nan")), 2, False, "entry 1 must be a finite positive number"),
+    ((1.0, 0.0), 2, False, "entry 1 must be a finite positive number"),
+    ((1.0, -1.0), 2, False, "entry 1 must be a finite positive number"),
+    ((1.0, 1.0, 1.0), 2, False, "3 values for 2 steps, expected 2"),
+    ((1.0, 1.0, 1.0), 2, True, "3 values for 2 steps, expected 4 (2 per step (cond, uncond))"),
+])
+def test_malformed_tables_are_rejected(ratios, steps, inter, fragment):
+    with pytest.raises(PresetError) as e:
+        Preset("bad", steps, inter, ratios)
+    assert fragment in str(e.value)
+
+
+def test_unknown_preset_names_the_known_ones():
+    with pytest.raises(PresetError, match="unknown ratio table 'nope'; known: .*flux"):
+        get_preset("nope")

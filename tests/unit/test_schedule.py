@@ -1,0 +1,66 @@
+import math
+
+import pytest
+import torch
+
+from comfyui_magcache.magcache import DegenerateSchedule, Schedule
+
+
+def karras(n, smin=0.03, smax=14.6, rho=7.0):
+    ramp = [i / (n - 1) for i in range(n)]
+    s = [(smax ** (1 / rho) + r * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho for r in ramp]
+    return s + [0.0]
+
+
+def test_euler_and_ancestral_sigmas_map_to_their_steps():
+    # euler and euler_ancestral evaluate the model once per step, at the schedule's sigmas
+    for sigmas in (karras(20), [1 - i / 28 for i in range(28)] + [0.0]):
+        sched = Schedule.from_values(torch.tensor(sigmas, dtype=torch.float32))
+        f32 = torch.tensor(sigmas, dtype=torch.float32).tolist()
+        assert [sched.step_index(s) for s in f32[:-1]] == list(range(len(sigmas) - 1))
+
+
+def test_heun_evaluations_map_to_sensible_steps():
+    sigmas = karras(6)
+    sched = Schedule.from_values(sigmas)
+    # heun: step i evaluates at sigma_i, then (unless sigma_{i+1} == 0) at sigma_{i+1}
+    calls = []
+    for i in range(6):
+        calls.append(sigmas[i])
+        if sigmas[i + 1] > 0:
+            calls.append(sigmas[i + 1])
+    assert [sched.step_index(s) for s in calls] == [0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+
+
+def test_dpmpp_2s_midpoints_map_to_the_step_they_lie_in():
+    sigmas = karras(8)
+    sched = Schedule.from_values(sigmas)
+    for i in range(7):
+        mid = math.sqrt(sigmas[i] * sigmas[i + 1])  # a sigma strictly inside step i's interval
+        assert sched.step_index(sigmas[i]) == i
+        assert sched.step_index(mid) == i
+
+
+def test_sigmas_outside_the_schedule_clamp():
+    sched = Schedule.from_values([1.0, 0.5, 0.0])
+    assert sched.step_index(2.0) == 0
+    assert sched.step_index(0.0) == 1
+    assert sched.step_index(-1.0) == 1
+
+
+def test_repeated_sigmas_do_not_break_the_search():
+    sched = Schedule.from_values([1.0, 0.5, 0.5, 0.2, 0.0])
+    assert [sched.step_index(s) for s in (1.0, 0.7, 0.5, 0.3, 0.2, 0.1)] == [0, 0, 2, 2, 3, 3]
+
+
+@pytest.mark.parametrize("values, fragment", [
+    (None, "no sample_sigmas"),
+    ([0.5], "1 value(s)"),
+    ([0.0, 0.0], "does not move"),
+    ([1.0, float("nan"), 0.0], "NaN"),
+    ([0.5, 1.0, 0.0], "not descending"),
+])
+def test_degenerate_schedules_are_refused(values, fragment):
+    with pytest.raises(DegenerateSchedule) as e:
+        Schedule.from_values(values)
+    assert fragment in str(e.value)

@@ -1,0 +1,121 @@
+import logging
+
+import torch
+
+from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, RunState, predict_skips
+
+CFG = MagCacheConfig(thresh=0.05, K=2, retention_ratio=0.1)
+COND_T = [1.0, 1.0, 1.0, 1.01, 1.0, 1.0, 1.0, 1.0]
+UNCOND_T = [1.0, 1.0, 1.2, 1.0, 1.0, 1.0, 1.03, 1.0]
+TABLES = {COND: COND_T, UNCOND: UNCOND_T}
+C, U = (COND, "c-uuid"), (UNCOND, "u-uuid")
+
+
+def simulate(state, calls_per_step, steps=8, tables=TABLES):
+    """Drive a RunState as the engine does; return the skipped steps per call layout."""
+    x = torch.zeros(1, 4, 3)
+    skipped = {}
+    for step in range(steps):
+        for keys in calls_per_step:
+            fits = [state.fits(k, x) for k in keys]
+            if state.decide(step, steps, tables, keys, fits):
+                skipped.setdefault(keys, []).append(step)
+            else:
+                for k in keys:
+                    state.store(k, torch.full_like(x, float(step)))
+    return skipped
+
+
+def test_batched_cfg_matches_the_reference_rule():
+    state = RunState(CFG)
+    got = simulate(state, [(U, C)])  # ComfyUI batches uncond first
+    ref = predict_skips(CFG, TABLES, 8, branches=(COND, UNCOND), batched=True)
+    assert got[(U, C)] == ref[COND] == ref[UNCOND]
+    assert state.branches[C].skipped_steps == ref[COND]
+
+
+def test_separate_calls_match_the_reference_rule_in_either_order():
+    ref = predict_skips(CFG, TABLES, 8, branches=(COND, UNCOND), batched=False)
+    for order in ([(C,), (U,)], [(U,), (C,)]):
+        got = simulate(RunState(CFG), order)
+        assert got[(C,)] == ref[COND] and got[(U,)] == ref[UNCOND]
+    assert ref[COND] != ref[UNCOND]  # the tables really differ per branch
+
+
+def test_cfg_one_uses_the_cond_half():
+    got = simulate(RunState(CFG), [(C,)])
+    assert got[(C,)] == predict_skips(CFG, TABLES, 8, branches=(COND,))[COND]
+
+
+def test_branch_state_is_isolated():
+    state = RunState(CFG)
+    x = torch.zeros(1, 2, 2)
+    state.store(C, x + 1)
+    assert state.fits(C, x) and not state.fits(U, x)
+    state.store(U, x + 2)
+    assert torch.equal(state.residual(C), x + 1) and torch.equal(state.residual(U), x + 2)
+    state.branch(U).acc.advance(1.5, 0.3, 2)
+    assert state.branch(C).acc.ratio == 1.0
+
+
+def test_runs_do_not_share_state():
+    first = RunState(CFG)
+    simulate(first, [(U, C)])
+    second = RunState(CFG)
+    assert second.branches == {} and second.calls == 0
+    assert simulate(second, [(U, C)]) == simulate(RunState(CFG), [(U, C)])
+    first.release()
+    assert first.branches == {}
+
+
+def test_repeated_evaluation_follows_the_first_decision_without_advancing():
+    state = RunState(MagCacheConfig(thresh=0.3, K=6, retention_ratio=0.1))
+    x = torch.zeros(1, 2, 2)
+    tables = {COND: [1.0, 1.01, 1.01], UNCOND: [1.0, 1.01, 1.01]}
+    assert not state.decide(0, 3, tables, [C], [False])
+    state.store(C, x)
+    assert state.decide(1, 3, tables, [C], [True])
+    acc = (state.branch(C).acc.ratio, state.branch(C).acc.steps)
+    assert state.decide(1, 3, tables, [C], [True])  # heun's second call at the same step
+    assert (state.branch(C).acc.ratio, state.branch(C).acc.steps) == acc
+    assert state.branch(C).skipped_steps == [1]
+
+
+def test_a_residual_of_another_shape_is_dropped_never_broadcast():
+    state = RunState(CFG)
+    state.store(C, torch.zeros(1, 4, 3))
+    assert not state.fits(C, torch.zeros(1, 5, 3))
+    assert state.residual(C) is None
+    state.store(C, torch.zeros(1, 4, 3))
+    assert not state.fits(C, torch.zeros(1, 4, 3, dtype=torch.float64))
+
+
+def test_degenerate_schedule_disables_the_run_with_one_warning(caplog):
+    state = RunState(CFG)
+    with caplog.at_level(logging.WARNING, logger="MagCache"):
+        assert state.schedule(torch.tensor([0.0, 0.0])) is None
+        assert state.schedule(torch.tensor([0.0, 0.0])) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "MagCache: caching is off for this run: sample_sigmas does not move (all 0)"]
+    assert "caching was off" in state.summary()
+
+
+def test_an_empty_window_disables_the_run():
+    state = RunState(MagCacheConfig(start_step=30))
+    assert state.schedule(torch.linspace(1, 0, 21)) is None
+    assert "start_step 30 is after end_step 19 for 20 steps" in state.disabled_reason
+
+
+def test_schedule_is_parsed_once_per_schedule_object():
+    state = RunState(CFG)
+    sigmas = torch.linspace(1, 0, 9)
+    first = state.schedule(sigmas)
+    assert first.steps == 8 and state.schedule(sigmas) is first
+
+
+def test_summary_line():
+    state = RunState(CFG)
+    simulate(state, [(U, C)])
+    n = len(state.branches[C].skipped_steps)
+    state.schedule(torch.linspace(1, 0, 9))
+    assert state.summary() == f"MagCache: skipped {n}/8 steps (cond {n}, uncond {n}), est. {8 / (8 - n):.1f}x"
