@@ -62,6 +62,7 @@ class Run:
         self.settings = settings
         self.state = RunState(settings.config, settings.spec.retention_round_half_up)
         self.call: Optional[Call] = None
+        self.auto_variant: Optional[str] = None
         self._tables: dict = {}
 
     def tables(self, preset: str, steps: int):
@@ -183,6 +184,11 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
         except (TypeError, ValueError):
             bound = kwargs
         preset = settings.spec.auto_preset(lambda name: bound.get(name, kwargs.get(name)))
+        # A variant seen once holds for the whole run: Kontext's reference latents may sit on the
+        # positive only, and its uncond calls must still read the Kontext table.
+        if preset != settings.spec.presets[0]:
+            run.auto_variant = preset
+        preset = run.auto_variant or preset
     run.call = Call(preset=preset)
     try:
         return executor(*args, **kwargs)

@@ -56,3 +56,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.integration)
             if COMFYUI is None:
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def comfy():
+    """ComfyUI in library mode on CPU (integration layer only); returns this pack's nodes module."""
+    from tiny_comfy import setup_comfy
+
+    setup_comfy(COMFYUI)
+    import comfyui_magcache.nodes as nodes
+
+    return nodes
