@@ -1,0 +1,128 @@
+"""Writes examples/*.json, ComfyUI UI-format workflows, from the compact graphs below.
+
+    python scripts/make_examples.py
+
+A graph is a list of nodes (type, widget values, {input: (source node, output slot)}); node and
+output types come from TYPES. Positions are laid out left to right by dependency depth."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[1] / "examples"
+
+# node type -> (inputs [(name, type)], outputs [(name, type)])
+TYPES = {
+    "UNETLoader": ([], [("MODEL", "MODEL")]),
+    "DualCLIPLoader": ([], [("CLIP", "CLIP")]),
+    "VAELoader": ([], [("VAE", "VAE")]),
+    "CLIPTextEncode": ([("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")]),
+    "FluxGuidance": ([("conditioning", "CONDITIONING")], [("CONDITIONING", "CONDITIONING")]),
+    "ConditioningZeroOut": ([("conditioning", "CONDITIONING")], [("CONDITIONING", "CONDITIONING")]),
+    "ReferenceLatent": ([("conditioning", "CONDITIONING"), ("latent", "LATENT")], [("CONDITIONING", "CONDITIONING")]),
+    "EmptySD3LatentImage": ([], [("LATENT", "LATENT")]),
+    "LoadImage": ([], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
+    "FluxKontextImageScale": ([("image", "IMAGE")], [("IMAGE", "IMAGE")]),
+    "VAEEncode": ([("pixels", "IMAGE"), ("vae", "VAE")], [("LATENT", "LATENT")]),
+    "KSampler": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                  ("latent_image", "LATENT")], [("LATENT", "LATENT")]),
+    "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")]),
+    "SaveImage": ([("images", "IMAGE")], []),
+    "MagCache": ([("model", "MODEL")], [("MODEL", "MODEL")]),
+    "Note": ([], []),
+}
+
+
+def workflow(nodes: list[tuple]) -> dict:
+    """nodes: [(id, type, widgets_values, {input_name: (src_id, src_slot)})]"""
+    by_id = {n[0]: n for n in nodes}
+    links, ui_nodes = [], []
+    out_links: dict[tuple[int, int], list[int]] = {}
+    depth: dict[int, int] = {}
+
+    def level(i):
+        if i not in depth:
+            depth[i] = 1 + max((level(src) for src, _ in by_id[i][3].values()), default=-1)
+        return depth[i]
+
+    for nid, ntype, _, ins in nodes:
+        for name, (src, slot) in ins.items():
+            link_id = len(links) + 1
+            in_type = dict(TYPES[ntype][0])[name]
+            links.append([link_id, src, slot, nid, [n for n, _ in TYPES[ntype][0]].index(name), in_type])
+            out_links.setdefault((src, slot), []).append(link_id)
+    rows: dict[int, int] = {}
+    for order, (nid, ntype, widgets, ins) in enumerate(sorted(nodes, key=lambda n: level(n[0]))):
+        col = level(nid)
+        row = rows.get(col, 0)
+        rows[col] = row + 1
+        link_of = {l[3:5][1]: l[0] for l in links if l[3] == nid}
+        node = {
+            "id": nid, "type": ntype, "pos": [60 + 360 * col, 60 + 260 * row],
+            "size": [420, 200] if ntype == "Note" else [320, 130], "flags": {}, "order": order, "mode": 0,
+            "inputs": [{"name": n, "type": t, "link": link_of.get(k)} for k, (n, t) in enumerate(TYPES[ntype][0])],
+            "outputs": [{"name": n, "type": t, "links": out_links.get((nid, k), []), "slot_index": k}
+                        for k, (n, t) in enumerate(TYPES[ntype][1])],
+            "properties": {"Node name for S&R": ntype} if ntype != "Note" else {"text": ""},
+            "widgets_values": widgets,
+        }
+        ui_nodes.append(node)
+    ui_nodes.sort(key=lambda n: n["id"])
+    return {"last_node_id": max(by_id), "last_link_id": len(links), "nodes": ui_nodes, "links": links,
+            "groups": [], "config": {}, "extra": {}, "version": 0.4}
+
+
+def flux() -> dict:
+    note = ("MagCache for Flux dev: model_type flux (or auto), thresh 0.24, retention 0.1, K 5 - the MagCache "
+            "authors' recommended settings for 28 steps. Lower thresh / K if details suffer. Files: "
+            "models/diffusion_models/flux1-dev.safetensors, models/text_encoders/clip_l.safetensors + "
+            "t5xxl_fp16.safetensors, models/vae/ae.safetensors.")
+    return workflow([
+        (1, "UNETLoader", ["flux1-dev.safetensors", "default"], {}),
+        (2, "MagCache", ["flux", 0.24, 0.1, 5, 0, -1], {"model": (1, 0)}),
+        (3, "DualCLIPLoader", ["clip_l.safetensors", "t5xxl_fp16.safetensors", "flux", "default"], {}),
+        (4, "CLIPTextEncode", ["a red fox in a snowy forest at dawn, photograph"], {"clip": (3, 0)}),
+        (5, "FluxGuidance", [3.5], {"conditioning": (4, 0)}),
+        (6, "ConditioningZeroOut", [], {"conditioning": (4, 0)}),
+        (7, "EmptySD3LatentImage", [1024, 1024, 1], {}),
+        (8, "KSampler", [42, "fixed", 28, 1.0, "euler", "simple", 1.0],
+         {"model": (2, 0), "positive": (5, 0), "negative": (6, 0), "latent_image": (7, 0)}),
+        (9, "VAELoader", ["ae.safetensors"], {}),
+        (10, "VAEDecode", [], {"samples": (8, 0), "vae": (9, 0)}),
+        (11, "SaveImage", ["MagCache_flux"], {"images": (10, 0)}),
+        (12, "Note", [note], {}),
+    ])
+
+
+def flux_kontext() -> dict:
+    note = ("MagCache for Flux-Kontext dev: model_type flux_kontext (auto also finds it from the reference "
+            "latent), thresh 0.05, retention 0.2, K 4 - the recommended settings for 20 steps. Files: "
+            "models/diffusion_models/flux1-dev-kontext_fp8_scaled.safetensors, models/text_encoders/"
+            "clip_l.safetensors + t5xxl_fp8_e4m3fn_scaled.safetensors, models/vae/ae.safetensors; an input image.")
+    return workflow([
+        (1, "UNETLoader", ["flux1-dev-kontext_fp8_scaled.safetensors", "default"], {}),
+        (2, "MagCache", ["flux_kontext", 0.05, 0.2, 4, 0, -1], {"model": (1, 0)}),
+        (3, "DualCLIPLoader", ["clip_l.safetensors", "t5xxl_fp8_e4m3fn_scaled.safetensors", "flux", "default"], {}),
+        (4, "CLIPTextEncode", ["make it a watercolor painting"], {"clip": (3, 0)}),
+        (5, "LoadImage", ["example.png", "image"], {}),
+        (6, "FluxKontextImageScale", [], {"image": (5, 0)}),
+        (7, "VAELoader", ["ae.safetensors"], {}),
+        (8, "VAEEncode", [], {"pixels": (6, 0), "vae": (7, 0)}),
+        (9, "ReferenceLatent", [], {"conditioning": (4, 0), "latent": (8, 0)}),
+        (10, "FluxGuidance", [2.5], {"conditioning": (9, 0)}),
+        (11, "ConditioningZeroOut", [], {"conditioning": (4, 0)}),
+        (12, "KSampler", [42, "fixed", 20, 1.0, "euler", "simple", 1.0],
+         {"model": (2, 0), "positive": (10, 0), "negative": (11, 0), "latent_image": (8, 0)}),
+        (13, "VAEDecode", [], {"samples": (12, 0), "vae": (7, 0)}),
+        (14, "SaveImage", ["MagCache_flux_kontext"], {"images": (13, 0)}),
+        (15, "Note", [note], {}),
+    ])
+
+
+EXAMPLES = {"flux.json": flux, "flux_kontext.json": flux_kontext}
+
+if __name__ == "__main__":
+    OUT.mkdir(exist_ok=True)
+    for name, make in EXAMPLES.items():
+        (OUT / name).write_text(json.dumps(make(), indent=1) + "\n", encoding="utf-8")
+        print("wrote", OUT / name)
