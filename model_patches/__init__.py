@@ -41,10 +41,10 @@ def _class_exists(path: str) -> bool:
 
 
 @lru_cache(maxsize=None)
-def available_specs() -> tuple[FamilySpec, ...]:
+def available_specs(specs: tuple[FamilySpec, ...] = ALL_SPECS) -> tuple[FamilySpec, ...]:
     """The families whose model class exists in the running ComfyUI; others are logged and left out."""
     out = []
-    for spec in ALL_SPECS:
+    for spec in specs:
         if _class_exists(spec.model_class):
             out.append(spec)
         else:

@@ -1,0 +1,70 @@
+"""Family registry and model_type resolution, with stand-in model classes (no ComfyUI needed)."""
+import logging
+
+import pytest
+
+from comfyui_magcache.model_patches import (ALL_SPECS, MODEL_TYPES, BlockGroup, FamilySpec, UnsupportedModel,
+                                            available_specs, resolve, spec_for_model)
+
+
+class FakeFlux:
+    double_blocks = [object()] * 2
+    single_blocks = [object()] * 3
+
+
+class FakeFluxSubclass(FakeFlux):
+    pass
+
+
+class Other:
+    pass
+
+
+FAKE = FamilySpec(name="Fake", model_class=f"{__name__}.FakeFlux",
+                  groups=(BlockGroup("double_block", "double_blocks", ("img", "txt")),
+                          BlockGroup("single_block", "single_blocks", ("img",), "last")),
+                  presets=("flux", "flux_kontext"))
+MISSING = FamilySpec(name="Gone", model_class="comfy.ldm.not_there.model.Gone", groups=(), presets=("chroma",))
+
+
+def test_family_whose_class_is_missing_is_disabled_with_a_log_line(caplog):
+    with caplog.at_level(logging.WARNING, logger="MagCache"):
+        assert available_specs((FAKE, MISSING)) == (FAKE,)
+    assert "MagCache: Gone support disabled: comfy.ldm.not_there.model.Gone is not in this ComfyUI" in caplog.text
+
+
+def test_detection_by_class_and_base_class():
+    assert spec_for_model(FakeFlux(), (FAKE,)) is FAKE
+    assert spec_for_model(FakeFluxSubclass(), (FAKE,)) is FAKE
+    assert spec_for_model(Other(), (FAKE,)) is None
+
+
+def test_auto_and_explicit_presets_resolve():
+    assert resolve("auto", FakeFlux(), (FAKE,)) == (FAKE, None)
+    assert resolve("flux_kontext", FakeFlux(), (FAKE,)) == (FAKE, "flux_kontext")
+
+
+def test_wrong_family_preset_is_an_error_naming_the_valid_ones():
+    with pytest.raises(UnsupportedModel, match=r"model_type 'wan2.1_t2v_14B' does not match the loaded model "
+                                               r"\(.*FakeFlux\); for this model use 'auto' or one of: flux, flux_kontext"):
+        resolve("wan2.1_t2v_14B", FakeFlux(), (FAKE,))
+    with pytest.raises(UnsupportedModel, match="unknown model_type 'sdxl'"):
+        resolve("sdxl", FakeFlux(), (FAKE,))
+
+
+def test_unsupported_model_names_its_class_and_the_families():
+    with pytest.raises(UnsupportedModel, match=r"does not support this model \(.*Other\)\. Supported families: "
+                                               r"Fake \(.*FakeFlux: flux, flux_kontext\)"):
+        resolve("auto", Other(), (FAKE,))
+
+
+def test_block_list_follows_the_spec():
+    keys = [(g.kind, i) for g, i in FAKE.blocks(FakeFlux())]
+    assert keys == [("double_block", 0), ("double_block", 1), ("single_block", 0), ("single_block", 1),
+                    ("single_block", 2)]
+
+
+def test_every_preset_of_every_family_is_selectable_and_original_choices_stay():
+    for spec in ALL_SPECS:
+        assert set(spec.presets) <= set(MODEL_TYPES)
+    assert MODEL_TYPES[0] == "auto" and "wan2.1_vace_14B" in MODEL_TYPES
