@@ -12,16 +12,27 @@ class DegenerateSchedule(ValueError):
 
 @dataclass(frozen=True)
 class Schedule:
-    """A descending sigma schedule of steps + 1 values (the last is usually 0)."""
+    """A descending sigma schedule of steps + 1 values (the last is usually 0).
+
+    offset and total place the run inside a longer schedule when it covers only part of one
+    (Wan2.2's two experts as two KSamplerAdvanced, a denoise < 1): the run's step i is step
+    offset + i of a total-step schedule. A run from the top of the noise range to 0 has offset 0
+    and total == steps."""
 
     sigmas: tuple[float, ...]
+    offset: int = 0
+    total: int = 0
 
     def __post_init__(self):
         # Negated step starts, ascending, for bisect.
         object.__setattr__(self, "_neg_starts", [-s for s in self.sigmas[:-1]])
+        if self.total < self.offset + self.steps:
+            object.__setattr__(self, "total", self.offset + self.steps)
 
     @classmethod
-    def from_values(cls, values) -> "Schedule":
+    def from_values(cls, values, model_sigmas=None) -> "Schedule":
+        """Parse and check a schedule. model_sigmas: the model's own ascending sigma table
+        (model_sampling.sigmas), used to place a partial run inside the full schedule."""
         if values is None:
             raise DegenerateSchedule("the sampler passed no sample_sigmas")
         if hasattr(values, "tolist"):  # a tensor: one small host copy per run, never per step
@@ -35,11 +46,17 @@ class Schedule:
             raise DegenerateSchedule("sample_sigmas is not descending")
         if values[0] <= values[-1]:
             raise DegenerateSchedule(f"sample_sigmas does not move (all {values[0]:g})")
-        return cls(values)
+        if model_sigmas is None:
+            return cls(values)
+        return cls(values, *placement(values, model_sigmas))
 
     @property
     def steps(self) -> int:
         return len(self.sigmas) - 1
+
+    def global_step(self, sigma: float) -> int:
+        """Step index in the full schedule (offset + step_index)."""
+        return self.offset + self.step_index(sigma)
 
     def step_index(self, sigma: float) -> int:
         """The step i whose interval holds sigma: sigmas[i] >= sigma > sigmas[i+1].
@@ -52,3 +69,38 @@ class Schedule:
         # Count the leading schedule values >= sigma (descending list -> bisect on negated values).
         count = bisect.bisect_right(self._neg_starts, -(sigma - tol))
         return min(max(count - 1, 0), self.steps - 1)
+
+
+def _position(sigma: float, table) -> float:
+    """Fractional index of sigma in the model's ascending sigma table (clamped)."""
+    i = bisect.bisect_left(table, sigma)
+    if i <= 0:
+        return 0.0
+    if i >= len(table):
+        return float(len(table) - 1)
+    lo, hi = table[i - 1], table[i]
+    return i - 1 + (sigma - lo) / (hi - lo) if hi > lo else float(i)
+
+
+def placement(sigmas, model_sigmas) -> tuple[int, int]:
+    """(offset, total) of a run inside the full schedule it was cut from.
+
+    Positions are measured in the model's sigma table, where ComfyUI's default ('simple')
+    schedules are evenly spaced: the run's own spacing tells how many steps of the same
+    density lie above its first sigma and below its last. A run that starts at the top of the
+    table and ends at 0 gets (0, steps) whatever its scheduler."""
+    table = [float(v) for v in (model_sigmas.tolist() if hasattr(model_sigmas, "tolist") else model_sigmas)]
+    steps = len(sigmas) - 1
+    nonzero = [s for s in sigmas if s > 0]
+    if len(table) < 2 or len(nonzero) < 2:
+        return 0, steps
+    pos = [_position(s, table) for s in nonzero]
+    spacing = (pos[0] - pos[-1]) / (len(pos) - 1)
+    if spacing <= 0:
+        return 0, steps
+    top = len(table) - 1
+    offset = max(0, round((top - pos[0]) / spacing))
+    tail = 0
+    if sigmas[-1] > 0:  # the run stops before the end: count the steps a full schedule still has
+        tail = max(0, round((pos[-1] - (spacing - 1)) / spacing)) + 1
+    return offset, offset + steps + tail

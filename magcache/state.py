@@ -41,9 +41,10 @@ class RunState:
     either skips the blocks (using residual()) or computes them and hands the new residual to
     store()."""
 
-    def __init__(self, config: MagCacheConfig, round_half_up: bool = False):
+    def __init__(self, config: MagCacheConfig, round_half_up: bool = False, model_sigmas=None):
         self.config = config
         self.round_half_up = round_half_up
+        self.model_sigmas = model_sigmas  # the model's sigma table, to place partial runs (Schedule)
         self.branches: dict[BranchKey, BranchState] = {}
         self.calls = 0
         self.computed_calls = 0
@@ -64,13 +65,13 @@ class RunState:
             return None
         if sample_sigmas is not self._schedule_src or self._schedule is None:
             try:
-                sched = Schedule.from_values(sample_sigmas)
+                sched = Schedule.from_values(sample_sigmas, self.model_sigmas)
             except DegenerateSchedule as e:
                 self.disable(str(e))
                 return None
-            first, last = self.config.window(sched.steps)
+            first, last = self.config.window(sched.total)
             if first > last:
-                self.disable(f"start_step {first} is after end_step {last} for {sched.steps} steps")
+                self.disable(f"start_step {first} is after end_step {last} for {sched.total} steps")
                 return None
             if self._schedule is not None and sched.sigmas != self._schedule.sigmas:
                 self.release()  # a new schedule within the run: start the branches afresh

@@ -45,10 +45,11 @@ def available_specs(specs: tuple[FamilySpec, ...] = ALL_SPECS) -> tuple[FamilySp
     """The families whose model class exists in the running ComfyUI; others are logged and left out."""
     out = []
     for spec in specs:
-        if _class_exists(spec.model_class):
+        missing = [c for c in spec.model_classes if not _class_exists(c)]
+        if not missing:
             out.append(spec)
         else:
-            log.warning("MagCache: %s support disabled: %s is not in this ComfyUI", spec.name, spec.model_class)
+            log.warning("MagCache: %s support disabled: %s is not in this ComfyUI", spec.name, ", ".join(missing))
     return tuple(out)
 
 
@@ -57,17 +58,15 @@ def _class_path(cls) -> str:
 
 
 def spec_for_model(diffusion_model, specs=None) -> Optional[FamilySpec]:
-    """The family of a diffusion model: its own class first, then its base classes."""
+    """The family of a diffusion model, by its exact class: subclasses (Wan S2V, Chroma Radiance, ...)
+    may run other code between blocks, so they are not assumed to work."""
     specs = available_specs() if specs is None else specs
-    by_class = {s.model_class: s for s in specs}
-    for cls in type(diffusion_model).__mro__:
-        if _class_path(cls) in by_class:
-            return by_class[_class_path(cls)]
-    return None
+    name = _class_path(type(diffusion_model))
+    return next((s for s in specs if name in s.model_classes), None)
 
 
 def _supported(specs) -> str:
-    return "; ".join(f"{s.name} ({s.model_class}: {', '.join(s.presets)})" for s in specs) or "none"
+    return "; ".join(f"{s.name} ({', '.join(s.model_classes)}: {', '.join(s.presets)})" for s in specs) or "none"
 
 
 def resolve(model_type: str, diffusion_model, specs=None) -> tuple[FamilySpec, Optional[str]]:

@@ -13,6 +13,7 @@ driven by plain block loops in unit tests.
 """
 from __future__ import annotations
 
+import contextvars
 import inspect
 import logging
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ from ..magcache import COND, MagCacheConfig, RunState, get_preset
 from .spec import BlockGroup, FamilySpec
 
 log = logging.getLogger("MagCache")
+
+# The model call in progress, for code ComfyUI runs without transformer_options (hint maps).
+CURRENT_CALL: contextvars.ContextVar = contextvars.ContextVar("magcache_call", default=None)
 
 SETTINGS_KEY = "magcache"  # transformer_options key of the node's Settings
 RUN_KEY = "magcache_run"  # transformer_options key of the live Run during sampling
@@ -58,9 +62,9 @@ class Call:
 class Run:
     """One sampling run: the core state plus the call in progress."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, model_sigmas=None):
         self.settings = settings
-        self.state = RunState(settings.config, settings.spec.retention_round_half_up)
+        self.state = RunState(settings.config, settings.spec.retention_round_half_up, model_sigmas)
         self.call: Optional[Call] = None
         self.auto_variant: Optional[str] = None
         self._tables: dict = {}
@@ -139,10 +143,10 @@ class CachedBlock:
         sigmas = to.get("sigmas")
         if sched is None or sigmas is None or img.shape[0] % len(keys):
             return
-        step = sched.step_index(float(sigmas.reshape(-1)[0]))  # the one scalar read per model call
+        step = sched.global_step(float(sigmas.reshape(-1)[0]))  # the one scalar read per model call
         b = img.shape[0] // len(keys)
         fits = [state.fits(k, img[i * b:(i + 1) * b]) for i, k in enumerate(keys)]
-        call.skip = state.decide(step, sched.steps, run.tables(call.preset, sched.steps), keys, fits)
+        call.skip = state.decide(step, sched.total, run.tables(call.preset, sched.total), keys, fits)
         call.active, call.keys, call.n_img = True, keys, img.shape[1]
         if call.skip:
             res = [state.residual(k) for k in keys]
@@ -158,6 +162,16 @@ class CachedBlock:
             run.state.store(k, residual[i * b:(i + 1) * b])
         call.head_in = None
         call.active = False
+
+
+class SkippedCallsSeeEmpty(dict):
+    """A hint map (block index -> extra blocks) that reads as empty during a skipped model call."""
+
+    def get(self, key, default=None):
+        call = CURRENT_CALL.get()
+        if call is not None and call.active and call.skip:
+            return default
+        return super().get(key, default)
 
 
 def _find_transformer_options(args, kwargs) -> Optional[dict]:
@@ -183,16 +197,19 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
             bound = inspect.signature(executor.original).bind_partial(*args, **kwargs).arguments
         except (TypeError, ValueError):
             bound = kwargs
-        preset = settings.spec.auto_preset(lambda name: bound.get(name, kwargs.get(name)))
+        preset = settings.spec.auto_preset(getattr(executor, "class_obj", None),
+                                           lambda name: bound.get(name, kwargs.get(name)))
         # A variant seen once holds for the whole run: Kontext's reference latents may sit on the
         # positive only, and its uncond calls must still read the Kontext table.
         if preset != settings.spec.presets[0]:
             run.auto_variant = preset
         preset = run.auto_variant or preset
     run.call = Call(preset=preset)
+    token = CURRENT_CALL.set(run.call)
     try:
         return executor(*args, **kwargs)
     finally:
+        CURRENT_CALL.reset(token)
         run.call = None
 
 
@@ -205,7 +222,9 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     settings: Optional[Settings] = orig.get("transformer_options", {}).get(SETTINGS_KEY)
     if settings is None:
         return executor(*args, **kwargs)
-    run = Run(settings)
+    sampling = guider.model_patcher.get_model_object("model_sampling")
+    model_sigmas = getattr(sampling, "sigmas", None)
+    run = Run(settings, model_sigmas.tolist() if model_sigmas is not None else None)  # once per run
     guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
     guider.model_options["transformer_options"][RUN_KEY] = run
     try:
@@ -239,9 +258,15 @@ def apply(model, spec: FamilySpec, config: MagCacheConfig, preset: Optional[str]
     from comfy.patcher_extension import WrappersMP
 
     model = model.clone()
+    dm = model.get_model_object("diffusion_model")
     existing = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
-    for (kind, i), patch in replacements(spec, unwrap(model.get_model_object("diffusion_model")), existing).items():
+    for (kind, i), patch in replacements(spec, unwrap(dm), existing).items():
         model.set_model_patch_replace(patch, "dit", kind, i)
+    prefix = "diffusion_model._orig_mod" if dm is not unwrap(dm) else "diffusion_model"
+    for attr in spec.hint_maps:
+        current = getattr(unwrap(dm), attr)
+        if not isinstance(current, SkippedCallsSeeEmpty):
+            model.add_object_patch(f"{prefix}.{attr}", SkippedCallsSeeEmpty(current))
     model.model_options["transformer_options"][SETTINGS_KEY] = Settings(spec, config, preset)
     for kind, fn in ((WrappersMP.OUTER_SAMPLE, outer_sample_wrapper),
                      (WrappersMP.DIFFUSION_MODEL, diffusion_model_wrapper)):

@@ -5,14 +5,19 @@ they are part of the cached hidden state, as in the original); single blocks car
 first, then image tokens."""
 from .spec import BlockGroup, FamilySpec
 
+
+def has_items(x) -> bool:
+    return x is not None and len(x) > 0
+
+
 SPEC = FamilySpec(
     name="Flux",
-    model_class="comfy.ldm.flux.model.Flux",
+    model_classes=("comfy.ldm.flux.model.Flux",),
     groups=(
         BlockGroup("double_block", "double_blocks", outputs=("img", "txt")),
         BlockGroup("single_block", "single_blocks", outputs=("img",), image_tokens="last"),
     ),
     presets=("flux", "flux_kontext"),
-    variant=lambda arg: "flux" if arg("ref_latents") is None or len(arg("ref_latents")) == 0 else "flux_kontext",
+    variant=lambda model, arg: "flux" if not has_items(arg("ref_latents")) else "flux_kontext",
     retention_round_half_up=True,
 )

@@ -16,12 +16,15 @@ class BlockGroup:
     outputs: the keys a replacement returns for this kind, e.g. ("img", "txt").
     image_tokens: where the image tokens sit in args["img"]: "all" (image stream only),
         "last" (text tokens first, then image: Flux single blocks) or "first" (image first).
+    skip_attr: optional attribute holding indices of this group that the model never runs
+        (Chroma's skip_mmdit / skip_dit); those blocks are neither head nor tail.
     """
 
     kind: str
     attr: str
     outputs: tuple[str, ...] = ("img",)
     image_tokens: str = "all"
+    skip_attr: Optional[str] = None
 
     def __post_init__(self):
         if self.image_tokens not in ("all", "first", "last"):
@@ -32,28 +35,43 @@ class BlockGroup:
 class FamilySpec:
     """A model family MagCache can patch.
 
-    model_class: qualified name of the ComfyUI diffusion-model class ("comfy.ldm.flux.model.Flux").
-    groups: the block lists, in execution order; the first block of the first group is the head,
-        the last block of the last group the tail.
+    model_classes: qualified names of the ComfyUI diffusion-model classes ("comfy.ldm.flux.model.Flux");
+        matched exactly, since subclasses may run other code between blocks.
+    groups: the block lists, in execution order; the first block run is the head, the last the tail.
     presets: the ratio-table names valid for this family; the first is what 'auto' uses unless
-        `variant` picks one per model call.
-    variant: optional; given the forward arguments of a call, returns the preset 'auto' uses.
+        `variant` picks one.
+    variant: optional; (diffusion model, forward-argument getter) -> the preset 'auto' uses.
+    hint_maps: dict attributes of the model mapping a block index to extra blocks the forward runs
+        between blocks, outside the block replacements (VACE's vace_layers_mapping); on skipped
+        calls they read as empty, so those blocks are skipped too.
     retention_round_half_up: the retention boundary is int(R*N + 0.5) (official Flux) instead of int(R*N).
     """
 
     name: str
-    model_class: str
+    model_classes: tuple[str, ...]
     groups: tuple[BlockGroup, ...]
     presets: tuple[str, ...]
-    variant: Optional[Callable[[ArgGetter], str]] = None
+    variant: Optional[Callable[[Any, ArgGetter], str]] = None
+    hint_maps: tuple[str, ...] = ()
     retention_round_half_up: bool = False
 
     def __deepcopy__(self, memo):  # immutable; ComfyUI deep-copies model_options at every clone
         return self
 
     def blocks(self, diffusion_model) -> list[tuple[BlockGroup, int]]:
-        """Every (group, index) block of this model instance, in execution order."""
-        return [(g, i) for g in self.groups for i in range(len(getattr(diffusion_model, g.attr)))]
+        """Every (group, index) block this model instance runs, in execution order."""
+        out = []
+        for g in self.groups:
+            never = set(getattr(diffusion_model, g.skip_attr, ()) or ()) if g.skip_attr else set()
+            out += [(g, i) for i in range(len(getattr(diffusion_model, g.attr))) if i not in never]
+        return out
 
-    def auto_preset(self, arg: ArgGetter) -> str:
-        return self.variant(arg) if self.variant is not None else self.presets[0]
+    def auto_preset(self, diffusion_model, arg: ArgGetter) -> str:
+        return self.variant(diffusion_model, arg) if self.variant is not None else self.presets[0]
+
+
+def steps_of(arg: ArgGetter) -> int:
+    """The run's step count, for variants that pick a table by calibrated step count."""
+    to = arg("transformer_options") or {}
+    sigmas = to.get("sample_sigmas")
+    return len(sigmas) - 1 if sigmas is not None else 0

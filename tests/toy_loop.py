@@ -81,6 +81,7 @@ class Executor:
 
     def __init__(self, fn):
         self.original = fn
+        self.class_obj = getattr(fn, "__self__", None)
 
     def __call__(self, *args, **kwargs):
         return self.original(*args, **kwargs)
