@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 DATA_FILE = Path(__file__).with_name("data") / "mag_ratios.json"
+RECOMMENDED_FILE = Path(__file__).with_name("data") / "recommended.json"
 COND, UNCOND = 0, 1  # the values ComfyUI puts in transformer_options["cond_or_uncond"]
 
 
@@ -75,9 +76,10 @@ class Preset:
 def builtin_presets() -> dict[str, Preset]:
     """The tables shipped with the pack (calibrated by the MagCache authors)."""
     data = json.loads(DATA_FILE.read_text(encoding="utf-8"))
+    extra = json.loads(RECOMMENDED_FILE.read_text(encoding="utf-8"))["settings"]
     out = {}
     for name, entry in data["models"].items():
-        rec = entry.get("recommended")
+        rec = entry.get("recommended") or extra.get(name, {}).get("recommended")
         out[name] = Preset(name=name, steps=int(entry["steps"]), cfg_interleaved=bool(entry["cfg_interleaved"]),
                            ratios=tuple(float(v) for v in entry["ratios"]),
                            recommended=(float(rec[0]), float(rec[1]), int(rec[2])) if rec else None)

@@ -10,12 +10,12 @@ from functools import lru_cache
 from typing import Optional
 
 from ..magcache import builtin_presets
-from . import flux
+from . import chroma, flux, hunyuan_video, qwen_image, wan, wan_vace
 from .spec import BlockGroup, FamilySpec
 
 log = logging.getLogger("MagCache")
 
-FAMILY_MODULES = (flux,)
+FAMILY_MODULES = (flux, chroma, hunyuan_video, wan, wan_vace, qwen_image)
 ALL_SPECS: tuple[FamilySpec, ...] = tuple(m.SPEC for m in FAMILY_MODULES)
 
 # The original pack's model_type choices, kept so its saved workflows load.

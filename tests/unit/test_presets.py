@@ -77,3 +77,10 @@ def test_malformed_tables_are_rejected(ratios, steps, inter, fragment):
 def test_unknown_preset_names_the_known_ones():
     with pytest.raises(PresetError, match="unknown ratio table 'nope'; known: .*flux"):
         get_preset("nope")
+
+
+def test_every_builtin_table_has_recommended_settings():
+    for name, preset in builtin_presets().items():
+        thresh, retention, K = preset.recommended
+        assert 0 < thresh <= 0.3 and 0.1 <= retention <= 0.3 and 0 <= K <= 6, name
+    assert get_preset("qwen_image").recommended == (0.10, 0.20, 2)  # published, original pack README

@@ -68,3 +68,50 @@ def test_every_preset_of_every_family_is_selectable_and_original_choices_stay():
     for spec in ALL_SPECS:
         assert set(spec.presets) <= set(MODEL_TYPES)
     assert MODEL_TYPES[0] == "auto" and "wan2.1_vace_14B" in MODEL_TYPES
+
+
+def test_blocks_a_model_never_runs_are_left_out():
+    from comfyui_magcache.model_patches import chroma
+
+    class FakeChroma:
+        double_blocks = [object()] * 3
+        single_blocks = [object()] * 2
+        skip_mmdit = [0]
+        skip_dit = [1]
+
+    assert [(g.kind, i) for g, i in chroma.SPEC.blocks(FakeChroma())] == [
+        ("double_block", 1), ("double_block", 2), ("single_block", 0)]
+
+
+@pytest.mark.parametrize("attrs, shape, want", [
+    (dict(model_type="t2v", dim=1536, out_dim=16), (1, 16, 21, 60, 104), "wan2.1_t2v_1.3B"),
+    (dict(model_type="t2v", dim=5120, out_dim=16), (1, 16, 21, 60, 104), "wan2.1_t2v_14B"),
+    (dict(model_type="t2v", dim=3072, out_dim=48), (1, 48, 21, 44, 80), "wan2.2_ti2v_5B"),
+    (dict(model_type="i2v", dim=5120, out_dim=16), (1, 16, 21, 60, 104), "wan2.1_i2v_480p_14B"),
+    (dict(model_type="i2v", dim=5120, out_dim=16), (1, 16, 21, 90, 160), "wan2.1_i2v_720p_14B"),
+])
+def test_wan_auto_variants(attrs, shape, want):
+    import types
+
+    import torch
+
+    from comfyui_magcache.model_patches import wan
+
+    model = types.SimpleNamespace(**attrs)
+    assert wan.SPEC.auto_preset(model, {"x": torch.zeros(shape)}.get) == want
+
+
+def test_vace_and_hunyuan_auto_variants():
+    import types
+
+    import torch
+
+    from comfyui_magcache.model_patches import hunyuan_video, wan_vace
+
+    assert wan_vace.SPEC.auto_preset(types.SimpleNamespace(dim=5120), None) == "wan2.1_vace_14B"
+    assert wan_vace.SPEC.auto_preset(types.SimpleNamespace(dim=1536), None) == "wan2.1_vace_1.3B"
+    v15 = types.SimpleNamespace(cond_type_embedding=object())
+    for steps, want in ((20, "hunyuan_video1.5"), (50, "hunyuan_video1.5_40steps")):
+        to = {"sample_sigmas": torch.linspace(1, 0, steps + 1)}
+        assert hunyuan_video.SPEC.auto_preset(v15, {"transformer_options": to}.get) == want
+    assert hunyuan_video.SPEC.auto_preset(types.SimpleNamespace(cond_type_embedding=None), {}.get) == "hunyuan_video"

@@ -1,0 +1,169 @@
+"""Every model family on real ComfyUI v0.8.0: tiny models from ComfyUI's own classes, on CPU,
+sampled through comfy.sample."""
+import contextlib
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, Schedule, get_preset, predict_skips
+from tiny_comfy import TINY, conds, sample, tiny_model
+
+STEPS = 12
+
+
+def wan_tokens(x):
+    return x.flatten(2).transpose(1, 2)
+
+
+@dataclass(frozen=True)
+class Case:
+    tiny: str
+    preset: str  # what 'auto' must pick for the tiny model
+    embed: str  # module whose output is the head input (maybe after to_tokens)
+    final: str  # the family's own final layer: its first argument is the hidden state after the blocks
+    blocks: tuple  # every ModuleList of blocks, extra (hint) blocks included
+    to_tokens: object = None
+
+
+CASES = {
+    "chroma": Case("chroma", "chroma", "img_in", "final_layer", ("double_blocks", "single_blocks")),
+    "hunyuan_video": Case("hunyuan_video", "hunyuan_video", "img_in", "final_layer",
+                          ("double_blocks", "single_blocks")),
+    "hunyuan_video1.5": Case("hunyuan_video1.5", "hunyuan_video1.5", "img_in", "final_layer",
+                             ("double_blocks", "single_blocks")),
+    "wan2.1_t2v": Case("wan_t2v", "wan2.1_t2v_1.3B", "patch_embedding", "head", ("blocks",), wan_tokens),
+    "wan2.1_i2v": Case("wan_i2v", "wan2.1_i2v_480p_14B", "patch_embedding", "head", ("blocks",), wan_tokens),
+    "wan2.1_vace": Case("wan_vace", "wan2.1_vace_1.3B", "patch_embedding", "head", ("blocks", "vace_blocks"),
+                        wan_tokens),
+    "wan2.2_ti2v_5B": Case("wan22_5b", "wan2.2_ti2v_5B", "patch_embedding", "head", ("blocks",), wan_tokens),
+    "qwen_image": Case("qwen_image", "qwen_image", "img_in", "norm_out", ("transformer_blocks",)),
+}
+
+
+def settings_for(preset):
+    return get_preset(preset).recommended
+
+
+def magcache(nodes, model, model_type, settings, start_step=0):
+    thresh, retention, K = settings
+    return nodes.MagCache.execute(model, model_type, thresh, retention, K, start_step, -1).result[0]
+
+
+def expected(preset, settings, branches):
+    thresh, retention, K = settings
+    cfg = MagCacheConfig(thresh=thresh, retention_ratio=retention, K=K)
+    return predict_skips(cfg, get_preset(preset).tables(STEPS), STEPS, branches=branches)
+
+
+@contextlib.contextmanager
+def observe(case, dm):
+    """Per model call: (step, cond_or_uncond), how many blocks of any kind ran, the head input
+    and the final layer's input."""
+    calls = []
+
+    def where(to):
+        return Schedule.from_values(to["sample_sigmas"]).step_index(float(to["sigmas"][0])), tuple(to["cond_or_uncond"])
+
+    def on_model(module, args, kwargs):
+        calls.append({"at": where(kwargs["transformer_options"]), "blocks": 0})
+
+    def on_block(module, args):
+        calls[-1]["blocks"] += 1
+
+    def on_embed(module, args, output):
+        calls[-1]["head"] = (case.to_tokens or (lambda t: t))(output.detach()).clone()
+
+    def on_final(module, args):
+        calls[-1]["final"] = args[0].detach().clone()
+
+    handles = [dm.register_forward_pre_hook(on_model, with_kwargs=True),
+               getattr(dm, case.embed).register_forward_hook(on_embed),
+               getattr(dm, case.final).register_forward_pre_hook(on_final)]
+    for attr in case.blocks:
+        handles += [b.register_forward_pre_hook(on_block) for b in getattr(dm, attr)]
+    try:
+        yield calls
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def skipped(calls, branch):
+    return sorted({c["at"][0] for c in calls if branch in c["at"][1] and c["blocks"] == 0})
+
+
+@pytest.fixture(params=sorted(CASES), scope="module")
+def case(request):
+    return CASES[request.param]
+
+
+def test_auto_detection_picks_the_preset(comfy, case):
+    from comfyui_magcache.model_patches import resolve
+
+    dm = tiny_model(case.tiny).model.diffusion_model
+    spec, preset = resolve("auto", dm)
+    assert preset is None and type(dm).__name__ in " ".join(spec.model_classes)
+    args = {"x": torch.zeros(TINY[case.tiny][2]), "transformer_options": {"sample_sigmas": torch.linspace(1, 0, 21)}}
+    assert spec.auto_preset(dm, args.get) == case.preset
+    assert resolve(case.preset, dm) == (spec, case.preset)  # the original preset names keep working
+
+
+def test_caching_windowed_off_is_bit_identical(comfy, case):
+    model = tiny_model(case.tiny)
+    pos, neg = conds(case.tiny)
+    ref = sample(model, pos, neg, seed=3, latent_shape=TINY[case.tiny][2], steps=STEPS)
+    patched = magcache(comfy, model, "auto", settings_for(case.preset), start_step=STEPS + 1)
+    with observe(case, model.model.diffusion_model) as calls:
+        out = sample(patched, pos, neg, seed=3, latent_shape=TINY[case.tiny][2], steps=STEPS)
+    assert torch.equal(out, ref)
+    assert len({c["blocks"] for c in calls}) == 1 and calls[0]["blocks"] > 0
+    assert magcache(comfy, model, "auto", (0.0, 0.2, 2)) is model  # thresh 0: the model itself
+
+
+@pytest.mark.parametrize("cfg", [2.0, 1.0], ids=["batched_cfg", "cfg1"])
+def test_skip_set_follows_the_rule_and_no_block_runs(comfy, case, cfg):
+    model = tiny_model(case.tiny)
+    pos, neg = conds(case.tiny)
+    settings = settings_for(case.preset)
+    with observe(case, model.model.diffusion_model) as calls:
+        sample(magcache(comfy, model, "auto", settings), pos, neg, cfg=cfg, latent_shape=TINY[case.tiny][2],
+               steps=STEPS)
+    branches = (COND, UNCOND) if cfg > 1 else (COND,)
+    assert {c["at"][1] for c in calls} == ({(1, 0)} if cfg > 1 else {(0,)})
+    want = expected(case.preset, settings, branches)
+    assert want[COND]
+    for b in branches:
+        assert skipped(calls, b) == want[b]
+    full = max(c["blocks"] for c in calls)
+    assert all(c["blocks"] in (0, full) for c in calls)  # a call runs every block (hints included) or none
+    assert sum(c["blocks"] == 0 for c in calls) == len(want[COND])
+
+
+def test_skipped_output_is_head_input_plus_residual_through_the_final_layer(comfy, case):
+    model = tiny_model(case.tiny)
+    pos, neg = conds(case.tiny)
+    with observe(case, model.model.diffusion_model) as calls:
+        sample(magcache(comfy, model, "auto", settings_for(case.preset)), pos, neg, cfg=2.0,
+               latent_shape=TINY[case.tiny][2], steps=STEPS)
+    residual, checked = None, 0
+    for c in calls:
+        if c["blocks"] == 0:
+            assert torch.equal(c["final"], c["head"] + residual)
+            checked += 1
+        else:
+            residual = c["final"] - c["head"]
+    assert checked > 0
+
+
+def test_the_unpatched_model_is_unaffected(comfy, case):
+    model = tiny_model(case.tiny)
+    pos, neg = conds(case.tiny)
+    shape = TINY[case.tiny][2]
+    ref = sample(model, pos, neg, seed=5, latent_shape=shape, steps=STEPS)
+    cached = sample(magcache(comfy, model, "auto", settings_for(case.preset)), pos, neg, seed=5, latent_shape=shape,
+                    steps=STEPS)
+    assert not torch.equal(cached, ref)
+    assert torch.equal(sample(model, pos, neg, seed=5, latent_shape=shape, steps=STEPS), ref)
+    dm = model.model.diffusion_model
+    assert type(getattr(dm, "vace_layers_mapping", {})) is dict  # VACE's hint map is restored
