@@ -20,11 +20,13 @@ class MagCache(io.ComfyNode):
             description="Skips the transformer blocks on steps where the calibrated magnitude ratios say "
                         "the cached residual is good enough. Put it after the model loader (or LoRA).",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model to accelerate (Flux, Flux-Kontext)."),
+                io.Model.Input("model", tooltip="The diffusion model to accelerate: Flux, Flux-Kontext, Chroma, "
+                                                "HunyuanVideo (1, 1.5), Wan2.1/2.2 (T2V, I2V, VACE) or Qwen-Image."),
                 io.Combo.Input("model_type", options=list(MODEL_TYPES), default="wan2.1_t2v_1.3B",
                                tooltip="Which calibrated ratio table to use. 'auto' picks it from the loaded "
-                                       "model (Flux vs Flux-Kontext per run); a preset for another family "
-                                       "than the loaded model is an error."),
+                                       "model (Kontext, Wan size and I2V resolution, HunyuanVideo version); "
+                                       "Wan2.2 A14B experts need wan2.2_t2v_14B / wan2.2_i2v_14B. A preset "
+                                       "for another family than the loaded model is an error."),
                 io.Float.Input("magcache_thresh", default=0.06, min=THRESH_RANGE[0], max=THRESH_RANGE[1], step=0.01,
                                tooltip="Error budget: higher skips more steps (faster, less faithful). "
                                        "0 turns MagCache off and returns the model unchanged."),

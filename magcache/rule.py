@@ -37,16 +37,18 @@ def eligible(config: MagCacheConfig, step: int, steps: int, round_half_up: bool 
 
 def predict_skips(config: MagCacheConfig, tables: Mapping[int, Sequence[float]], steps: int,
                   branches: Sequence[int] = (0,), batched: bool = True,
-                  round_half_up: bool = False) -> dict[int, list[int]]:
+                  round_half_up: bool = False, first: int = 0, last: int | None = None) -> dict[int, list[int]]:
     """Skipped steps per branch for one euler-like run (one model evaluation per step).
 
     batched=True: the branches share one model call, so blocks are skipped only when every
     branch would skip; a branch computed anyway counts as computed (accumulators reset).
-    batched=False: each branch is its own call and decides alone."""
+    batched=False: each branch is its own call and decides alone.
+    first/last: the run covers only steps first..last of a `steps`-step schedule (a sampler
+    that runs part of the schedule, as Wan2.2's two experts do)."""
     acc = {b: Accumulator() for b in branches}
     skipped: dict[int, list[int]] = {b: [] for b in branches}
-    for step in range(steps):
-        ok = eligible(config, step, steps, round_half_up) and step > 0  # step 0 has no residual yet
+    for step in range(first, steps if last is None else last + 1):
+        ok = eligible(config, step, steps, round_half_up) and step > first  # no residual yet at the first
         wants = {}
         for b in branches:
             if ok:

@@ -130,13 +130,14 @@ def flux_conds(seed: int = 0, ref_latents: dict | None = None, tokens: int = 8, 
 
 
 def sample(model, positive, negative, seed=0, steps=12, cfg=2.0, sampler="euler", scheduler="simple",
-           latent_shape=(1, 16, 16, 16)):
+           latent_shape=(1, 16, 16, 16), latent=None, **kwargs):
+    """comfy.sample.sample as KSampler (or, with start_step/last_step/disable_noise, KSamplerAdvanced) runs it."""
     import comfy.sample
 
-    latent = torch.zeros(latent_shape)
+    latent = torch.zeros(latent_shape) if latent is None else latent
     noise = comfy.sample.prepare_noise(latent, seed)
     return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
-                               seed=seed, disable_pbar=True)
+                               seed=seed, disable_pbar=True, **kwargs)
 
 
 @contextlib.contextmanager

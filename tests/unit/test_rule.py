@@ -69,3 +69,10 @@ def test_published_flux_settings_on_the_flux_table():
     table = get_preset("flux").tables(28)
     got = predict_skips(cfg, table, 28, round_half_up=True)[COND]
     assert got and min(got) >= 3 and len(got) >= 10
+
+
+def test_a_run_covering_part_of_the_schedule_starts_fresh():
+    cfg = MagCacheConfig(thresh=0.3, K=6, retention_ratio=0.1)
+    # steps 5..9 of 10: step 5 has no residual yet, the others may skip
+    assert skips(cfg, [1.0] * 10, first=5) == [6, 7, 8, 9]
+    assert skips(cfg, [1.0] * 10, last=4) == [1, 2, 3, 4]

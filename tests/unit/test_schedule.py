@@ -64,3 +64,37 @@ def test_degenerate_schedules_are_refused(values, fragment):
     with pytest.raises(DegenerateSchedule) as e:
         Schedule.from_values(values)
     assert fragment in str(e.value)
+
+
+def flow_table(shift=8.0, n=1000):
+    """A shifted flow-matching sigma table, ascending, as model_sampling.sigmas holds it."""
+    return [shift * t / (1 + (shift - 1) * t) for t in ((i + 1) / n for i in range(n))]
+
+
+def simple(table, steps):
+    """ComfyUI's 'simple' scheduler: evenly spaced in the model's sigma table, then 0."""
+    ss = len(table) / steps
+    return [table[-(1 + int(x * ss))] for x in range(steps)] + [0.0]
+
+
+def test_full_runs_are_placed_at_offset_zero_whatever_the_scheduler():
+    table = flow_table()
+    for sigmas in (simple(table, 20), karras(20, smin=table[0], smax=table[-1])):
+        sched = Schedule.from_values(sigmas, model_sigmas=table)
+        assert (sched.offset, sched.total) == (0, 20)
+
+
+def test_two_expert_halves_and_denoise_runs_are_placed_in_the_full_schedule():
+    table = flow_table()
+    full = simple(table, 20)
+    high, low = Schedule.from_values(full[:11], table), Schedule.from_values(full[10:], table)
+    assert (high.offset, high.steps, high.total) == (0, 10, 20)
+    assert (low.offset, low.steps, low.total) == (10, 10, 20)
+    assert low.global_step(full[10]) == 10 and low.global_step(full[19]) == 19
+    denoise = Schedule.from_values(simple(table, 40)[20:], table)  # KSampler denoise 0.5, 20 steps
+    assert (denoise.offset, denoise.total) == (20, 40)
+
+
+def test_without_the_model_table_a_run_is_its_own_schedule():
+    sched = Schedule.from_values(simple(flow_table(), 20)[10:])
+    assert (sched.offset, sched.total) == (0, 10)
