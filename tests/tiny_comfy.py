@@ -90,8 +90,10 @@ def tiny_flux(seed: int = 0, **overrides):
     return tiny_model("flux", seed, **overrides)
 
 
-def conds(name: str, seed: int = 0, tokens: int = 8, **extra):
-    """(positive, negative) conditioning for a tiny model, as ComfyUI's encoders and nodes give it."""
+def conds(name: str, seed: int = 0, tokens: int = 8, neg_tokens: int | None = None, **extra):
+    """(positive, negative) conditioning for a tiny model, as ComfyUI's encoders and nodes give it.
+    neg_tokens: a negative prompt length ComfyUI cannot batch with the positive's (e.g. 8 and 5),
+    so cond and uncond run as separate model calls."""
     g = torch.Generator().manual_seed(seed)
     _, unet_config, latent = TINY[name]
     dim = unet_config.get("context_in_dim") or unet_config.get("text_dim") or unet_config.get("joint_attention_dim")
@@ -112,7 +114,8 @@ def conds(name: str, seed: int = 0, tokens: int = 8, **extra):
             d["vace_mask"] = [torch.ones(1, 64, latent[2], latent[3], latent[4])]
             d["vace_strength"] = [1.0]
         d.update(extra.get(side, {}))
-        out.append([[torch.randn(1, tokens, dim, generator=g), d]])
+        n = tokens if side == "positive" or neg_tokens is None else neg_tokens
+        out.append([[torch.randn(1, n, dim, generator=g), d]])
     return out
 
 

@@ -167,3 +167,19 @@ def test_the_unpatched_model_is_unaffected(comfy, case):
     assert torch.equal(sample(model, pos, neg, seed=5, latent_shape=shape, steps=STEPS), ref)
     dm = model.model.diffusion_model
     assert type(getattr(dm, "vace_layers_mapping", {})) is dict  # VACE's hint map is restored
+
+
+def test_batched_and_separate_cfg_calls_give_the_same_decisions(comfy, case):
+    settings = settings_for(case.preset)
+    observed = {}
+    for layout, neg_tokens in (("batched", None), ("separate", 5)):
+        model = tiny_model(case.tiny)
+        pos, neg = conds(case.tiny, neg_tokens=neg_tokens)
+        with observe(case, model.model.diffusion_model) as calls:
+            sample(magcache(comfy, model, "auto", settings), pos, neg, cfg=2.0, latent_shape=TINY[case.tiny][2],
+                   steps=STEPS)
+        layouts = {c["at"][1] for c in calls}
+        assert layouts == ({(1, 0)} if layout == "batched" else {(0,), (1,)})
+        observed[layout] = {b: skipped(calls, b) for b in (COND, UNCOND)}
+    want = expected(case.preset, settings, (COND, UNCOND))
+    assert observed["batched"] == observed["separate"] == want
