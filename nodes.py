@@ -1,18 +1,65 @@
 """The pack's ComfyUI nodes (V3 API). Thin: validation and hooking live in magcache/ and model_patches/."""
 from __future__ import annotations
 
+import logging
+import os
+from datetime import datetime, timezone
+
+import folder_paths
+import numpy as np
+import torch
 from comfy_api.latest import ComfyExtension, io
 
-from .magcache import MagCacheConfig
+from .magcache import MagCacheConfig, get_preset, list_profiles, load_profile, save_profile
 from .magcache.config import END_STEP_RANGE, K_RANGE, RETENTION_RANGE, START_STEP_RANGE, THRESH_RANGE
-from .model_patches import MODEL_TYPES, available_specs, engine, resolve
+from .magcache.plot import plot_calibration
+from .magcache.profiles import ProfileError, check_name, profile_path
+from .model_patches import MODEL_TYPES, UnsupportedModel, available_specs, engine, resolve, spec_for_model
+
+log = logging.getLogger("MagCache")
+
+RATIOS = io.Custom("MAGCACHE_RATIOS")
+PROFILE_PREFIX = "profile:"
+# The original calibration node's model_type choices, and the table each one is compared with.
+CALIBRATION_TYPES = {"auto": None, "chroma_calibration": "chroma", "flux_calibration": "flux",
+                     "flux_kontext_calibration": "flux_kontext", "hunyuanvideo1.5": "hunyuan_video1.5",
+                     "qwen_image": "qwen_image"}
+
+
+def profiles_dir() -> str:
+    return os.path.join(folder_paths.get_user_directory(), "magcache")
+
+
+def diffusion_model(model):
+    return engine.unwrap(model.get_model_object("diffusion_model"))
+
+
+def family_of(model):
+    spec = spec_for_model(diffusion_model(model))
+    if spec is None:  # resolve() words the error with the supported families
+        resolve("auto", diffusion_model(model))
+    return spec
+
+
+def settings_inputs(thresh=0.06, retention=0.2, K=2):
+    return [
+        io.Float.Input("magcache_thresh", default=thresh, min=THRESH_RANGE[0], max=THRESH_RANGE[1], step=0.01,
+                       tooltip="Error budget: higher skips more steps (faster, less faithful). "
+                               "0 turns MagCache off and returns the model unchanged."),
+        io.Float.Input("retention_ratio", default=retention, min=RETENTION_RANGE[0], max=RETENTION_RANGE[1],
+                       step=0.01, tooltip="Fraction of the first steps that are always computed; they set the "
+                                          "layout of the image."),
+        io.Int.Input("magcache_K", default=K, min=K_RANGE[0], max=K_RANGE[1],
+                     tooltip="Most consecutive steps that may be skipped. Lower it if quality drops."),
+    ]
 
 
 class MagCache(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         # Node id, input names, order, defaults and ranges are those of the original pack:
-        # workflows saved with it load and run unchanged.
+        # workflows saved with it load and run unchanged. Saved profiles are listed after the presets.
+        profiles = [PROFILE_PREFIX + name for name in list_profiles(profiles_dir())]
         return io.Schema(
             node_id="MagCache",
             display_name="MagCache",
@@ -22,43 +69,171 @@ class MagCache(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to accelerate: Flux, Flux-Kontext, Chroma, "
                                                 "HunyuanVideo (1, 1.5), Wan2.1/2.2 (T2V, I2V, VACE) or Qwen-Image."),
-                io.Combo.Input("model_type", options=list(MODEL_TYPES), default="wan2.1_t2v_1.3B",
+                io.Combo.Input("model_type", options=list(MODEL_TYPES) + profiles, default="wan2.1_t2v_1.3B",
                                tooltip="Which calibrated ratio table to use. 'auto' picks it from the loaded "
                                        "model (Kontext, Wan size and I2V resolution, HunyuanVideo version); "
-                                       "Wan2.2 A14B experts need wan2.2_t2v_14B / wan2.2_i2v_14B. A preset "
-                                       "for another family than the loaded model is an error."),
-                io.Float.Input("magcache_thresh", default=0.06, min=THRESH_RANGE[0], max=THRESH_RANGE[1], step=0.01,
-                               tooltip="Error budget: higher skips more steps (faster, less faithful). "
-                                       "0 turns MagCache off and returns the model unchanged."),
-                io.Float.Input("retention_ratio", default=0.2, min=RETENTION_RANGE[0], max=RETENTION_RANGE[1],
-                               step=0.01, tooltip="Fraction of the first steps that are always computed; they "
-                                                  "set the layout of the image."),
-                io.Int.Input("magcache_K", default=2, min=K_RANGE[0], max=K_RANGE[1],
-                             tooltip="Most consecutive steps that may be skipped. Lower it if quality drops."),
+                                       "Wan2.2 A14B experts need wan2.2_t2v_14B / wan2.2_i2v_14B; "
+                                       "'profile:...' are your saved calibrations. A table for another family "
+                                       "than the loaded model is an error."),
+                *settings_inputs(),
                 io.Int.Input("start_step", default=0, min=START_STEP_RANGE[0], max=START_STEP_RANGE[1],
                              tooltip="First step on which skipping is allowed."),
                 io.Int.Input("end_step", default=-1, min=END_STEP_RANGE[0], max=END_STEP_RANGE[1],
                              tooltip="Last step on which skipping is allowed; negative counts from the end "
                                      "(-1 = the last step)."),
+                RATIOS.Input("ratios", optional=True,
+                             tooltip="Optional: a calibration result from a MagCache Calibration node; when "
+                                     "connected it replaces model_type's table (once its sampler has run)."),
             ],
             outputs=[io.Model.Output(tooltip="The model with MagCache; the input model is not modified.")],
         )
 
     @classmethod
     def execute(cls, model, model_type: str, magcache_thresh: float, retention_ratio: float, magcache_K: int,
-                start_step: int = 0, end_step: int = -1) -> io.NodeOutput:
+                start_step: int = 0, end_step: int = -1, ratios=None) -> io.NodeOutput:
         if magcache_thresh == 0:
             return io.NodeOutput(model)
         config = MagCacheConfig(thresh=magcache_thresh, retention_ratio=retention_ratio, K=magcache_K,
                                 start_step=start_step, end_step=end_step)
-        spec, preset = resolve(model_type, engine.unwrap(model.get_model_object("diffusion_model")))
+        if ratios is not None:
+            spec = family_of(model)
+            if ratios.spec is not spec:
+                raise UnsupportedModel(f"MagCache: the connected calibration is for {ratios.spec.name}, the loaded "
+                                       f"model is {spec.name}")
+            preset = ratios
+        elif model_type.startswith(PROFILE_PREFIX):
+            spec = family_of(model)
+            preset, meta = load_profile(profile_path(profiles_dir(), model_type[len(PROFILE_PREFIX):]))
+            if meta["family"] != spec.name:
+                raise ProfileError(f"MagCache: profile '{model_type}' was calibrated on {meta['family']}, the loaded "
+                                   f"model is {spec.name}")
+        else:
+            spec, preset = resolve(model_type, diffusion_model(model))
         return io.NodeOutput(engine.apply(model, spec, config, preset))
+
+
+def comfyui_version() -> str:
+    try:
+        import comfyui_version
+
+        return comfyui_version.__version__
+    except Exception:
+        return "unknown"
+
+
+def scheduler_name(model_sampling, sigmas) -> str:
+    """Which ComfyUI scheduler made `sigmas` (for the profile's record), or 'custom'."""
+    import comfy.samplers
+
+    target = torch.tensor(sigmas, dtype=torch.float32)
+    for name in comfy.samplers.SCHEDULER_NAMES:
+        try:
+            got = comfy.samplers.calculate_sigmas(model_sampling, name, len(sigmas) - 1).float().cpu()
+        except Exception:
+            continue
+        if got.shape == target.shape and torch.allclose(got, target, rtol=1e-4, atol=1e-6):
+            return name
+    return "custom"
+
+
+class MagCacheCalibration(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="MagCacheCalibration",
+            display_name="MagCache Calibration",
+            category="MagCache",
+            description="Measures the magnitude ratios of a model for your step count, sampler and scheduler. "
+                        "Sample normally with the returned model (nothing is skipped); at the end the ratios are "
+                        "saved as a profile that the MagCache node lists as 'profile:<name>'.",
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model to calibrate (any family MagCache supports)."),
+                io.Combo.Input("model_type", options=list(CALIBRATION_TYPES), default="auto",
+                               tooltip="The built-in table the calibration is compared with in the plot; 'auto' "
+                                       "takes the one MagCache's 'auto' would use."),
+                io.String.Input("profile_name", default="my_calibration",
+                                tooltip="Name of the profile to save (ComfyUI user folder, magcache/<name>.json); "
+                                        "an existing profile of that name is replaced."),
+            ],
+            outputs=[
+                io.Model.Output(tooltip="The model, recording while it samples; its output is unchanged."),
+                RATIOS.Output(display_name="ratios",
+                              tooltip="The calibration result, filled when the sampler has run: connect it to "
+                                      "MagCache's 'ratios' or to MagCache Calibration Plot."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, model_type: str = "auto", profile_name: str = "my_calibration") -> io.NodeOutput:
+        name = check_name(profile_name)
+        spec = family_of(model)
+        reference = CALIBRATION_TYPES.get(model_type)
+        if reference is not None and reference not in spec.presets:
+            raise UnsupportedModel(f"MagCache calibration: model_type '{model_type}' is for another family than the "
+                                   f"loaded model ({spec.name}); use 'auto'")
+        directory = profiles_dir()
+
+        def on_result(result, run_info):
+            table = run_info.get("preset") or reference or spec.presets[0]
+            meta = {"family": spec.name, "model_class": spec.model_classes[0],
+                    "reference": table if isinstance(table, str) else None,
+                    "sampler": run_info.get("sampler"),
+                    "scheduler": scheduler_name(run_info["model_sampling"], run_info["sigmas"]),
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "comfyui_version": comfyui_version()}
+            path = save_profile(directory, name, result, meta)
+            config = MagCacheConfig(*(get_preset(meta["reference"]).recommended if meta["reference"] else (0.06,)))
+            picture = plot_calibration(result, config, get_preset(meta["reference"]) if meta["reference"] else None,
+                                       title=f"MagCache calibration '{name}': {spec.name}, {result.steps} steps")
+            from PIL import Image
+
+            Image.fromarray(picture).save(path.with_suffix(".png"))
+            log.info("MagCache calibration: saved profile '%s' (%d steps, %s) to %s", name, result.steps,
+                     "CFG" if result.cfg else "no CFG", path)
+            return {"path": str(path), "reference": meta["reference"]}
+
+        handle = engine.CalibrationHandle(spec, reference, on_result)
+        return io.NodeOutput(engine.apply(model, spec, MagCacheConfig(thresh=0.0), reference, calibrate=handle),
+                             handle)
+
+
+class MagCacheCalibrationPlot(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="MagCacheCalibrationPlot",
+            display_name="MagCache Calibration Plot",
+            category="MagCache",
+            description="Draws a calibration's ratio curves per branch against the built-in table and marks the "
+                        "steps these settings would skip.",
+            inputs=[
+                RATIOS.Input("ratios", tooltip="From a MagCache Calibration node."),
+                *settings_inputs(0.06, 0.2, 2),
+                io.Latent.Input("after", optional=True,
+                                tooltip="Connect the calibration sampler's LATENT output, so the plot is drawn "
+                                        "after the calibration run."),
+            ],
+            outputs=[io.Image.Output(tooltip="The plot.")],
+        )
+
+    @classmethod
+    def execute(cls, ratios, magcache_thresh: float, retention_ratio: float, magcache_K: int,
+                after=None) -> io.NodeOutput:
+        if ratios.result is None:
+            raise ValueError("MagCache Calibration Plot: the calibration has no result yet; connect 'after' to the "
+                             "calibration sampler's LATENT output so it runs first")
+        config = MagCacheConfig(thresh=magcache_thresh, retention_ratio=retention_ratio, K=magcache_K)
+        name = ratios.info.get("reference") or ratios.reference
+        picture = plot_calibration(ratios.result, config, get_preset(name) if name else None,
+                                   title=f"MagCache calibration: {ratios.spec.name}, {ratios.result.steps} steps",
+                                   round_half_up=ratios.spec.retention_round_half_up)
+        return io.NodeOutput(torch.from_numpy(picture).float().div(255).unsqueeze(0))
 
 
 class MagCacheExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         available_specs()  # logs, once, any family whose model class this ComfyUI lacks
-        return [MagCache]
+        return [MagCache, MagCacheCalibration, MagCacheCalibrationPlot]
 
 
 async def comfy_entrypoint() -> MagCacheExtension:

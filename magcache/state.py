@@ -78,6 +78,10 @@ class RunState:
             self._schedule_src, self._schedule = sample_sigmas, sched
         return self._schedule
 
+    @property
+    def current_schedule(self) -> Optional[Schedule]:
+        return self._schedule
+
     # -- decisions ----------------------------------------------------------------------------
     def branch(self, key: BranchKey) -> BranchState:
         st = self.branches.get(key)

@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from ..magcache import COND, MagCacheConfig, RunState, get_preset
+from ..magcache import COND, Calibration, CalibrationResult, MagCacheConfig, Preset, RunState, get_preset
 from .spec import BlockGroup, FamilySpec
 
 log = logging.getLogger("MagCache")
@@ -34,13 +34,38 @@ RUN_KEY = "magcache_run"  # transformer_options key of the live Run during sampl
 WRAPPER_KEY = "magcache"
 
 
+class CalibrationHandle:
+    """A calibration result that exists once a calibration run has finished (MAGCACHE_RATIOS).
+
+    The calibration node hands it out before sampling; its calibration run fills it (and calls
+    on_result, which saves the profile); a MagCache node given the handle reads it when it samples."""
+
+    def __init__(self, spec: FamilySpec, reference: Optional[str] = None, on_result=None):
+        self.spec, self.reference, self.on_result = spec, reference, on_result
+        self.result: Optional[CalibrationResult] = None
+        self.info: dict = {}
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def finish(self, result: CalibrationResult, run_info: dict) -> None:
+        self.result = result
+        if self.on_result is not None:
+            self.info = self.on_result(result, run_info) or {}
+
+
 @dataclass(frozen=True)
 class Settings:
-    """What the node leaves on its clone: immutable, so ComfyUI's deep copies can share it."""
+    """What the node leaves on its clone: immutable, so ComfyUI's deep copies can share it.
+
+    preset: a preset name, a Preset (a profile), a CalibrationHandle (a calibration wired in), or
+    None for 'auto' (the spec picks per call). calibrate: set by the calibration node: every step
+    is computed and the residuals are recorded into this handle."""
 
     spec: FamilySpec
     config: MagCacheConfig
-    preset: Optional[str] = None  # None: the spec picks per call ('auto')
+    preset: object = None
+    calibrate: Optional[CalibrationHandle] = None
 
     def __deepcopy__(self, memo):
         return self
@@ -50,9 +75,10 @@ class Settings:
 class Call:
     """What the head decided for the model call in progress."""
 
-    preset: str
+    preset: object  # a preset name or a Preset
     active: bool = False
     skip: bool = False
+    step: int = -1
     keys: tuple = ()
     n_img: int = 0
     head_in: Optional[torch.Tensor] = None  # computed call: clone of the head's input
@@ -67,12 +93,21 @@ class Run:
         self.state = RunState(settings.config, settings.spec.retention_round_half_up, model_sigmas)
         self.call: Optional[Call] = None
         self.auto_variant: Optional[str] = None
+        self.last_preset = None  # the table the last model call read
+        self.calibration = Calibration() if settings.calibrate is not None else None
+        self.preset = settings.preset  # fixed for the run; None: 'auto'
+        if isinstance(self.preset, CalibrationHandle):
+            handle = self.preset
+            self.preset = handle.result.preset("calibration") if handle.result is not None else None
+            if self.preset is None:
+                self.state.disable("the connected calibration has no result yet (its sampler has not run)")
         self._tables: dict = {}
 
-    def tables(self, preset: str, steps: int):
-        key = (preset, steps)
+    def tables(self, preset, steps: int):
+        table = preset if isinstance(preset, Preset) else get_preset(preset)
+        key = (table.name, table.ratios if isinstance(preset, Preset) else None, steps)
         if key not in self._tables:
-            self._tables[key] = get_preset(preset).tables(steps)
+            self._tables[key] = table.tables(steps)
         return self._tables[key]
 
 
@@ -147,7 +182,7 @@ class CachedBlock:
         b = img.shape[0] // len(keys)
         fits = [state.fits(k, img[i * b:(i + 1) * b]) for i, k in enumerate(keys)]
         call.skip = state.decide(step, sched.total, run.tables(call.preset, sched.total), keys, fits)
-        call.active, call.keys, call.n_img = True, keys, img.shape[1]
+        call.active, call.keys, call.n_img, call.step = True, keys, img.shape[1], step
         if call.skip:
             res = [state.residual(k) for k in keys]
             call.skip_out = img + (res[0] if len(res) == 1 else torch.cat(res))
@@ -160,6 +195,8 @@ class CachedBlock:
         b = residual.shape[0] // len(call.keys)
         for i, k in enumerate(call.keys):
             run.state.store(k, residual[i * b:(i + 1) * b])
+            if run.calibration is not None:
+                run.calibration.record(k, call.step, residual[i * b:(i + 1) * b])
         call.head_in = None
         call.active = False
 
@@ -191,7 +228,7 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
     if run is None:
         return executor(*args, **kwargs)
     settings = run.settings
-    preset = settings.preset
+    preset = run.preset
     if preset is None:
         try:
             bound = inspect.signature(executor.original).bind_partial(*args, **kwargs).arguments
@@ -205,6 +242,7 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
             run.auto_variant = preset
         preset = run.auto_variant or preset
     run.call = Call(preset=preset)
+    run.last_preset = preset
     token = CURRENT_CALL.set(run.call)
     try:
         return executor(*args, **kwargs)
@@ -230,10 +268,33 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     try:
         return executor(*args, **kwargs)
     finally:
-        log.info(run.state.summary())
+        if run.calibration is not None:
+            finish_calibration(run, sampling, args, kwargs)
+        else:
+            log.info(run.state.summary())
         run.state.release()
         run.call = None
         guider.model_options = orig
+
+
+def finish_calibration(run: Run, model_sampling, args, kwargs) -> None:
+    """Hand the run's curves to the calibration handle; a failure is logged, never raised, so the
+    generation itself is never lost to it."""
+    sched = run.state.current_schedule
+    try:
+        result = run.calibration.result(sched.steps) if sched is not None else None
+        if result is None:
+            log.warning("MagCache calibration: nothing was recorded in this run")
+            return
+        sampler = args[2] if len(args) > 2 else kwargs.get("sampler")
+        fn = getattr(sampler, "sampler_function", None)
+        name = getattr(fn, "__name__", type(sampler).__name__)
+        run.settings.calibrate.finish(result, {"sampler": name.removeprefix("sample_"), "sigmas": sched.sigmas,
+                                               "preset": run.last_preset, "model_sampling": model_sampling})
+    except Exception:
+        log.exception("MagCache calibration: the result could not be saved")
+    finally:
+        run.calibration.release()
 
 
 def unwrap(diffusion_model):
@@ -253,7 +314,7 @@ def replacements(spec: FamilySpec, diffusion_model, existing: dict) -> dict:
     return out
 
 
-def apply(model, spec: FamilySpec, config: MagCacheConfig, preset: Optional[str] = None):
+def apply(model, spec: FamilySpec, config: MagCacheConfig, preset=None, calibrate: Optional[CalibrationHandle] = None):
     """Return a clone of the ModelPatcher `model` with MagCache hooked in; `model` is not touched."""
     from comfy.patcher_extension import WrappersMP
 
@@ -267,7 +328,7 @@ def apply(model, spec: FamilySpec, config: MagCacheConfig, preset: Optional[str]
         current = getattr(unwrap(dm), attr)
         if not isinstance(current, SkippedCallsSeeEmpty):
             model.add_object_patch(f"{prefix}.{attr}", SkippedCallsSeeEmpty(current))
-    model.model_options["transformer_options"][SETTINGS_KEY] = Settings(spec, config, preset)
+    model.model_options["transformer_options"][SETTINGS_KEY] = Settings(spec, config, preset, calibrate)
     for kind, fn in ((WrappersMP.OUTER_SAMPLE, outer_sample_wrapper),
                      (WrappersMP.DIFFUSION_MODEL, diffusion_model_wrapper)):
         model.remove_wrappers_with_key(kind, WRAPPER_KEY)

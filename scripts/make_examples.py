@@ -29,6 +29,10 @@ TYPES = {
     "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")]),
     "SaveImage": ([("images", "IMAGE")], []),
     "MagCache": ([("model", "MODEL")], [("MODEL", "MODEL")]),
+    "MagCacheCalibration": ([("model", "MODEL")], [("MODEL", "MODEL"), ("ratios", "MAGCACHE_RATIOS")]),
+    "MagCacheCalibrationPlot": ([("ratios", "MAGCACHE_RATIOS"), ("after", "LATENT")], [("IMAGE", "IMAGE")]),
+    "CLIPLoader": ([], [("CLIP", "CLIP")]),
+    "PreviewImage": ([("images", "IMAGE")], []),
     "Note": ([], []),
 }
 
@@ -119,7 +123,86 @@ def flux_kontext() -> dict:
     ])
 
 
-EXAMPLES = {"flux.json": flux, "flux_kontext.json": flux_kontext}
+CALIBRATION_NOTE = ("Calibration: run this once. The MagCache Calibration node records the magnitude ratios while the "
+                    "sampler runs normally (nothing is skipped, the image is unchanged) and saves them as the profile "
+                    "named in it, in ComfyUI's user folder (user/magcache/<name>.json, with a plot beside it). "
+                    "Then pick 'profile:<name>' as model_type in a MagCache node (refresh the page to see it), or "
+                    "connect the 'ratios' output to MagCache's 'ratios' input. Calibrate again when you change the "
+                    "step count a lot, the scheduler, or use a fine-tune or a model without a built-in table.")
+
+
+def calibration_tail(first_id, cal, pos, neg, latent, vae, sampling, prefix, settings, note):
+    """Sampler, decode, save, plot, preview and a note after calibration node `cal`: ids first_id...
+    sampling: (steps, cfg, sampler, scheduler)."""
+    k, d, s, p, v, n = range(first_id, first_id + 6)
+    steps, cfg, sampler, scheduler = sampling
+    return [
+        (k, "KSampler", [42, "fixed", steps, cfg, sampler, scheduler, 1.0],
+         {"model": (cal, 0), "positive": pos, "negative": neg, "latent_image": latent}),
+        (d, "VAEDecode", [], {"samples": (k, 0), "vae": vae}),
+        (s, "SaveImage", [prefix], {"images": (d, 0)}),
+        (p, "MagCacheCalibrationPlot", list(settings), {"ratios": (cal, 1), "after": (k, 0)}),
+        (v, "PreviewImage", [], {"images": (p, 0)}),
+        (n, "Note", [CALIBRATION_NOTE + " " + note], {}),
+    ]
+
+
+def chroma_calibration() -> dict:
+    return workflow([
+        (1, "UNETLoader", ["chroma-unlocked-v50.safetensors", "default"], {}),
+        (2, "CLIPLoader", ["t5xxl_fp16.safetensors", "chroma", "default"], {}),
+        (3, "CLIPTextEncode", ["a lighthouse on a cliff at sunset, oil painting"], {"clip": (2, 0)}),
+        (4, "CLIPTextEncode", ["blurry, low quality"], {"clip": (2, 0)}),
+        (5, "EmptySD3LatentImage", [1024, 1024, 1], {}),
+        (6, "VAELoader", ["ae.safetensors"], {}),
+        (7, "MagCacheCalibration", ["chroma_calibration", "chroma_26steps"], {"model": (1, 0)}),
+        *calibration_tail(8, 7, (3, 0), (4, 0), (5, 0), (6, 0), (26, 4.0, "euler", "beta"),
+                          "MagCache_chroma_calibration", (0.10, 0.25, 2),
+                          "Chroma: 26 steps, cfg 4 (two branches); the plot marks what 0.10 / 0.25 / 2 would skip. "
+                          "Files: chroma-unlocked-v50.safetensors, t5xxl_fp16.safetensors, ae.safetensors."),
+    ])
+
+
+def flux_kontext_calibration() -> dict:
+    return workflow([
+        (1, "UNETLoader", ["flux1-dev-kontext_fp8_scaled.safetensors", "default"], {}),
+        (2, "DualCLIPLoader", ["clip_l.safetensors", "t5xxl_fp8_e4m3fn_scaled.safetensors", "flux", "default"], {}),
+        (3, "CLIPTextEncode", ["make it a watercolor painting"], {"clip": (2, 0)}),
+        (4, "LoadImage", ["example.png", "image"], {}),
+        (5, "FluxKontextImageScale", [], {"image": (4, 0)}),
+        (6, "VAELoader", ["ae.safetensors"], {}),
+        (7, "VAEEncode", [], {"pixels": (5, 0), "vae": (6, 0)}),
+        (8, "ReferenceLatent", [], {"conditioning": (3, 0), "latent": (7, 0)}),
+        (9, "FluxGuidance", [2.5], {"conditioning": (8, 0)}),
+        (10, "ConditioningZeroOut", [], {"conditioning": (3, 0)}),
+        (11, "MagCacheCalibration", ["flux_kontext_calibration", "flux_kontext_20steps"], {"model": (1, 0)}),
+        *calibration_tail(12, 11, (9, 0), (10, 0), (7, 0), (6, 0), (20, 1.0, "euler", "simple"),
+                          "MagCache_kontext_calibration", (0.05, 0.2, 4),
+                          "Flux-Kontext: 20 steps, cfg 1 (one branch), an input image as reference; the plot "
+                          "marks what 0.05 / 0.2 / 4 would skip."),
+    ])
+
+
+def calibration() -> dict:
+    """The generic one: any supported model, model_type auto."""
+    return workflow([
+        (1, "UNETLoader", ["flux1-dev.safetensors", "default"], {}),
+        (2, "DualCLIPLoader", ["clip_l.safetensors", "t5xxl_fp16.safetensors", "flux", "default"], {}),
+        (3, "CLIPTextEncode", ["a red fox in a snowy forest at dawn, photograph"], {"clip": (2, 0)}),
+        (4, "FluxGuidance", [3.5], {"conditioning": (3, 0)}),
+        (5, "ConditioningZeroOut", [], {"conditioning": (3, 0)}),
+        (6, "EmptySD3LatentImage", [1024, 1024, 1], {}),
+        (7, "VAELoader", ["ae.safetensors"], {}),
+        (8, "MagCacheCalibration", ["auto", "my_model_20steps"], {"model": (1, 0)}),
+        *calibration_tail(9, 8, (4, 0), (5, 0), (6, 0), (7, 0), (20, 1.0, "euler", "simple"),
+                          "MagCache_calibration", (0.24, 0.1, 5),
+                          "Generic: swap in your own model, prompt, step count, sampler and scheduler (the ones you "
+                          "will use with MagCache); model_type auto works for every supported family."),
+    ])
+
+
+EXAMPLES = {"flux.json": flux, "flux_kontext.json": flux_kontext, "chroma_calibration.json": chroma_calibration,
+            "flux_kontext_calibration.json": flux_kontext_calibration, "calibration.json": calibration}
 
 if __name__ == "__main__":
     OUT.mkdir(exist_ok=True)

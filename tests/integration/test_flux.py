@@ -197,9 +197,10 @@ def test_node_is_a_drop_in_for_the_original(comfy):
     schema = comfy.MagCache.define_schema()
     assert schema.node_id == "MagCache"
     got = [(i.id, getattr(i, "default", None), getattr(i, "min", None), getattr(i, "max", None)) for i in schema.inputs]
-    assert got == [("model", None, None, None), ("model_type", "wan2.1_t2v_1.3B", None, None),
-                   ("magcache_thresh", 0.06, 0.0, 0.3), ("retention_ratio", 0.2, 0.1, 0.3), ("magcache_K", 2, 0, 6),
-                   ("start_step", 0, 0, 10000), ("end_step", -1, -10000, 10000)]
+    assert got[:7] == [("model", None, None, None), ("model_type", "wan2.1_t2v_1.3B", None, None),
+                       ("magcache_thresh", 0.06, 0.0, 0.3), ("retention_ratio", 0.2, 0.1, 0.3), ("magcache_K", 2, 0, 6),
+                       ("start_step", 0, 0, 10000), ("end_step", -1, -10000, 10000)]
+    assert [(i.id, i.optional) for i in schema.inputs[7:]] == [("ratios", True)]  # a new socket, after the widgets
     options = schema.inputs[1].options
     for name in ("auto", "flux", "flux_kontext", "chroma", "qwen_image", "hunyuan_video", "hunyuan_video1.5",
                  "wan2.1_t2v_1.3B", "wan2.1_t2v_14B", "wan2.1_i2v_480p_14B", "wan2.1_i2v_720p_14B",

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from comfyui_magcache.magcache import MagCacheConfig
+from comfyui_magcache.magcache.profiles import check_name
 from comfyui_magcache.model_patches import MODEL_TYPES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +23,16 @@ def test_example_is_current_and_consistent(name):
         assert nodes[src]["outputs"][src_slot]["type"] == kind == nodes[dst]["inputs"][dst_slot]["type"]
         assert link_id in nodes[src]["outputs"][src_slot]["links"]
         assert nodes[dst]["inputs"][dst_slot]["link"] == link_id
-    (mc,) = [n for n in wf["nodes"] if n["type"] == "MagCache"]
-    model_type, thresh, retention, K, start, end = mc["widgets_values"]
-    assert model_type in MODEL_TYPES
-    MagCacheConfig(thresh=thresh, retention_ratio=retention, K=K, start_step=start, end_step=end)
+    for mc in [n for n in wf["nodes"] if n["type"] == "MagCache"]:
+        model_type, thresh, retention, K, start, end = mc["widgets_values"]
+        assert model_type in MODEL_TYPES
+        MagCacheConfig(thresh=thresh, retention_ratio=retention, K=K, start_step=start, end_step=end)
+    for cal in [n for n in wf["nodes"] if n["type"] == "MagCacheCalibration"]:
+        model_type, name = cal["widgets_values"]
+        assert model_type in ("auto", "chroma_calibration", "flux_calibration", "flux_kontext_calibration",
+                              "hunyuanvideo1.5", "qwen_image")
+        check_name(name)
+    for plot in [n for n in wf["nodes"] if n["type"] == "MagCacheCalibrationPlot"]:
+        thresh, retention, K = plot["widgets_values"]
+        MagCacheConfig(thresh=thresh, retention_ratio=retention, K=K)
+    assert any(n["type"] in ("MagCache", "MagCacheCalibration") for n in wf["nodes"])

@@ -1,0 +1,96 @@
+"""Calibration maths: magnitude ratios of consecutive residuals, per CFG branch, in float32.
+
+ratio_t = mean over batch and tokens of ||r_t|| / ||r_{t-1}|| (L2 over channels), with r the
+residual of the transformer blocks (last block output minus first block input, image tokens).
+Also recorded, as the official code does: the std of those per-token ratios and the mean cosine
+distance between r_t and r_{t-1}. The first step of a branch has no predecessor: 1.0, 0, 0."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Hashable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .presets import COND, UNCOND, Preset
+
+
+def step_stats(prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
+    """[ratio, std, cosine distance] of residual `cur` against the previous one, as a float32
+    tensor on the residuals' device (no host sync)."""
+    prev, cur = prev.float(), cur.float()
+    per_token = cur.norm(dim=-1) / prev.norm(dim=-1)
+    cos = 1 - F.cosine_similarity(cur, prev, dim=-1, eps=1e-8)
+    return torch.stack((per_token.mean(), per_token.std() if per_token.numel() > 1 else per_token.new_zeros(()),
+                        cos.mean()))
+
+
+@dataclass
+class CalibrationResult:
+    """Per-branch curves of one calibration run."""
+
+    steps: int
+    ratios: dict[int, list[float]]  # COND / UNCOND -> one value per step
+    std: dict[int, list[float]]
+    cos_dis: dict[int, list[float]]
+
+    @property
+    def cfg(self) -> bool:
+        return UNCOND in self.ratios
+
+    def table(self, values: Optional[dict] = None) -> list[float]:
+        """The values in the shipped tables' layout: cond, uncond alternating with CFG."""
+        values = self.ratios if values is None else values
+        if not self.cfg:
+            return list(values[COND])
+        return [v for pair in zip(values[COND], values[UNCOND]) for v in pair]
+
+    def preset(self, name: str) -> Preset:
+        return Preset(name=name, steps=self.steps, cfg_interleaved=self.cfg, ratios=tuple(self.table()))
+
+
+@dataclass
+class Calibration:
+    """Collects residual statistics during one sampling run (first evaluation of each step only)."""
+
+    _prev: dict[Hashable, torch.Tensor] = field(default_factory=dict)
+    _stats: dict[tuple[Hashable, int], torch.Tensor] = field(default_factory=dict)
+
+    def record(self, key: Hashable, step: int, residual: torch.Tensor) -> None:
+        """key: a branch chunk (cond_or_uncond value, uuid); residual: its image-token residual."""
+        if (key, step) in self._stats:
+            return  # a repeated evaluation of the step (heun, dpmpp_2s)
+        prev = self._prev.get(key)
+        if prev is None or prev.shape != residual.shape:
+            self._stats[(key, step)] = torch.tensor([1.0, 0.0, 0.0], device=residual.device)
+        else:
+            self._stats[(key, step)] = step_stats(prev, residual)
+        self._prev[key] = residual.detach().float()
+
+    def result(self, steps: int) -> Optional[CalibrationResult]:
+        """The curves per branch (chunks of one branch averaged), or None if nothing was recorded.
+        Steps a branch never reached keep the last value seen (1.0 before any)."""
+        if not self._stats:
+            return None
+        host = {k: v.tolist() for k, v in self._stats.items()}  # one device-to-host copy per run
+        out = {"ratios": {}, "std": {}, "cos_dis": {}}
+        branches = sorted({UNCOND if key[0] == UNCOND else COND for key, _ in host})
+        if branches == [UNCOND]:
+            branches = [COND]  # an uncond-only run still calibrates one curve
+        for b in branches:
+            per_step = {}
+            for (key, step), v in host.items():
+                if (UNCOND if key[0] == UNCOND else COND) == b or len(branches) == 1:
+                    per_step.setdefault(step, []).append(v)
+            for i, name in enumerate(("ratios", "std", "cos_dis")):
+                curve, last = [], 1.0 if name == "ratios" else 0.0
+                for step in range(steps):
+                    if step in per_step:
+                        last = sum(v[i] for v in per_step[step]) / len(per_step[step])
+                    curve.append(last)
+                out[name][b] = curve
+        return CalibrationResult(steps=steps, **out)
+
+    def release(self) -> None:
+        self._prev.clear()
+        self._stats.clear()

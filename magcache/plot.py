@@ -1,0 +1,79 @@
+"""A picture of a calibration: ratio curve per branch against the table it replaces, with the steps
+the given settings would skip marked. Drawn with Pillow (which ComfyUI ships)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .calibration import CalibrationResult
+from .config import MagCacheConfig
+from .presets import COND, UNCOND, Preset
+from .rule import predict_skips
+
+W, H, LEFT, RIGHT, TOP, BOTTOM = 960, 440, 70, 20, 40, 70
+COLORS = {COND: (31, 119, 180), UNCOND: (255, 127, 14)}
+REFERENCE = (150, 150, 150)
+SKIP = (214, 39, 40)
+
+
+def plot_calibration(result: CalibrationResult, config: MagCacheConfig, reference: Optional[Preset] = None,
+                     title: str = "", round_half_up: bool = False) -> np.ndarray:
+    """An RGB image (H, W, 3, uint8)."""
+    n = result.steps
+    branches = [COND, UNCOND] if result.cfg else [COND]
+    ref = reference.tables(n) if reference is not None else {}
+    curves = [result.ratios[b] for b in branches] + [ref[b] for b in branches if b in ref]
+    lo = min(min(c) for c in curves)
+    hi = max(max(c) for c in curves)
+    pad = max((hi - lo) * 0.08, 1e-3)
+    lo, hi = lo - pad, hi + pad
+
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+
+    def xy(step, value):
+        x = LEFT + (W - LEFT - RIGHT) * (step / max(n - 1, 1))
+        y = TOP + (H - TOP - BOTTOM) * (1 - (value - lo) / (hi - lo))
+        return x, y
+
+    d.rectangle((LEFT, TOP, W - RIGHT, H - BOTTOM), outline=(0, 0, 0))
+    for k in range(5):  # y grid and labels
+        v = lo + (hi - lo) * k / 4
+        _, y = xy(0, v)
+        d.line((LEFT, y, W - RIGHT, y), fill=(230, 230, 230))
+        d.text((6, y - 6), f"{v:.3f}", fill=(0, 0, 0))
+    for step in range(0, n, max(1, n // 10)):  # x labels
+        x, _ = xy(step, lo)
+        d.text((x - 4, H - BOTTOM + 6), str(step), fill=(0, 0, 0))
+    one = xy(0, 1.0)[1]
+    if TOP <= one <= H - BOTTOM:
+        d.line((LEFT, one, W - RIGHT, one), fill=(190, 190, 190))
+
+    for b in branches:
+        if b in ref:
+            d.line([xy(i, v) for i, v in enumerate(ref[b])], fill=REFERENCE, width=1)
+        d.line([xy(i, v) for i, v in enumerate(result.ratios[b])], fill=COLORS[b], width=2)
+        for i, v in enumerate(result.ratios[b]):
+            x, y = xy(i, v)
+            d.ellipse((x - 2, y - 2, x + 2, y + 2), fill=COLORS[b])
+
+    skips = predict_skips(config, result.preset("calibrated").tables(n), n, branches=branches,
+                          round_half_up=round_half_up)[COND]
+    for step in skips:
+        x, _ = xy(step, lo)
+        d.rectangle((x - 3, H - BOTTOM - 10, x + 3, H - BOTTOM - 2), fill=SKIP)
+
+    d.text((LEFT, 10), title, fill=(0, 0, 0))
+    legend = [("cond", COLORS[COND])] + ([("uncond", COLORS[UNCOND])] if result.cfg else [])
+    if reference is not None:
+        legend.append((f"table {reference.name}", REFERENCE))
+    legend.append((f"skipped at thresh {config.thresh:g}, retention {config.retention_ratio:g}, K {config.K}: "
+                   f"{len(skips)}/{n} steps", SKIP))
+    x = LEFT
+    for text, color in legend:
+        d.rectangle((x, H - 28, x + 12, H - 18), fill=color)
+        d.text((x + 16, H - 30), text, fill=(0, 0, 0))
+        x += 24 + 7 * len(text)
+    return np.array(img, dtype=np.uint8)
