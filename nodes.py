@@ -15,6 +15,7 @@ from .magcache.config import END_STEP_RANGE, K_RANGE, RETENTION_RANGE, START_STE
 from .magcache.plot import plot_calibration
 from .magcache.profiles import ProfileError, check_name, profile_path
 from .model_patches import MODEL_TYPES, UnsupportedModel, available_specs, engine, resolve, spec_for_model
+from .model_patches.compile import BACKENDS, MODES, apply_compile, compile_kwargs
 
 log = logging.getLogger("MagCache")
 
@@ -230,10 +231,50 @@ class MagCacheCalibrationPlot(io.ComfyNode):
         return io.NodeOutput(torch.from_numpy(picture).float().div(255).unsqueeze(0))
 
 
+class CompileModel(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        # The original pack's node id and inputs, so its workflows load. Other packs (TeaCache) also
+        # register 'CompileModel': do not install them together with this one.
+        return io.Schema(
+            node_id="CompileModel",
+            display_name="Compile Model (MagCache)",
+            category="MagCache",
+            description="torch.compile for the transformer blocks (regional compilation), working with MagCache "
+                        "in either order. The first run compiles (slow); later runs reuse it. Changes no global "
+                        "torch setting.",
+            inputs=[
+                io.Model.Input("model", tooltip="The model to compile (any family MagCache supports)."),
+                io.Combo.Input("mode", options=list(MODES), default="default",
+                               tooltip="torch.compile mode. CUDA-graph modes (reduce-overhead, max-autotune) fall "
+                                       "back to their no-CUDA-graph form on a non-CUDA device."),
+                io.Combo.Input("backend", options=list(BACKENDS), default="inductor",
+                               tooltip="torch.compile backend. inductor works on CPU (needs a C compiler) and GPU; "
+                                       "cudagraphs needs a CUDA device."),
+                io.Boolean.Input("fullgraph", default=False,
+                                 tooltip="Require each block to compile as one graph (an error if it cannot; the "
+                                         "model then runs uncompiled with a warning)."),
+                io.Boolean.Input("dynamic", default=False,
+                                 tooltip="Compile for varying shapes (fewer recompiles when the resolution changes, "
+                                         "slower code)."),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with compiled blocks; the input model is not modified.")],
+        )
+
+    @classmethod
+    def execute(cls, model, mode: str = "default", backend: str = "inductor", fullgraph: bool = False,
+                dynamic: bool = False) -> io.NodeOutput:
+        kwargs = compile_kwargs(mode, backend, fullgraph, dynamic, model.load_device)
+        outer = model.get_model_object("diffusion_model")
+        spec = family_of(model)
+        prefix = "diffusion_model._orig_mod" if outer is not engine.unwrap(outer) else "diffusion_model"
+        return io.NodeOutput(apply_compile(model, spec, engine.unwrap(outer), kwargs, prefix))
+
+
 class MagCacheExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         available_specs()  # logs, once, any family whose model class this ComfyUI lacks
-        return [MagCache, MagCacheCalibration, MagCacheCalibrationPlot]
+        return [MagCache, MagCacheCalibration, MagCacheCalibrationPlot, CompileModel]
 
 
 async def comfy_entrypoint() -> MagCacheExtension:

@@ -44,6 +44,7 @@ class FamilySpec:
     hint_maps: dict attributes of the model mapping a block index to extra blocks the forward runs
         between blocks, outside the block replacements (VACE's vace_layers_mapping); on skipped
         calls they read as empty, so those blocks are skipped too.
+    compile_also: further ModuleLists of blocks that CompileModel compiles (VACE's vace_blocks).
     retention_round_half_up: the retention boundary is int(R*N + 0.5) (official Flux) instead of int(R*N).
     """
 
@@ -53,6 +54,7 @@ class FamilySpec:
     presets: tuple[str, ...]
     variant: Optional[Callable[[Any, ArgGetter], str]] = None
     hint_maps: tuple[str, ...] = ()
+    compile_also: tuple[str, ...] = ()
     retention_round_half_up: bool = False
 
     def __deepcopy__(self, memo):  # immutable; ComfyUI deep-copies model_options at every clone

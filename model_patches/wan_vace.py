@@ -11,4 +11,5 @@ SPEC = FamilySpec(
     presets=("wan2.1_vace_1.3B", "wan2.1_vace_14B"),
     variant=lambda model, arg: f"wan2.1_vace_{size_class(model)}",
     hint_maps=("vace_layers_mapping",),
+    compile_also=("vace_blocks",),
 )

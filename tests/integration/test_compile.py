@@ -1,0 +1,116 @@
+"""CompileModel on real ComfyUI v0.8.0 (CPU, inductor): regional compilation that works with MagCache
+in either order, never recompiles across steps, and changes no global torch state."""
+import logging
+
+import pytest
+import torch
+
+from comfyui_magcache.magcache import Schedule
+from tiny_comfy import TINY, conds, sample, tiny_model
+
+STEPS = 8
+MAGCACHE = {"flux": ("flux", 0.24, 0.1, 5), "wan_t2v": ("wan2.1_t2v_1.3B", 0.12, 0.2, 4)}
+
+
+def counting(log):
+    """Another node's block replacement at the first block: records the steps it ran on."""
+    def replacement(args, extra):
+        to = args["transformer_options"]
+        log.append(Schedule.from_values(to["sample_sigmas"]).step_index(float(to["sigmas"][0])))
+        return extra["original_block"](args)
+    return replacement
+
+
+def dynamo_counts():
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"], sum(counters["recompiles"].values())
+
+
+def warm_up_torch_compile():
+    """torch.compile's own one-time set-up (it patches nn.Module.__init__ for generation tags on first
+    use): done before the snapshot, so the comparison sees what the node changes."""
+    with torch.no_grad():
+        torch.compile(torch.nn.Linear(2, 2), backend="eager")(torch.zeros(1, 2))
+
+
+def global_state():
+    import torch._dynamo.config
+    import torch._inductor.config
+    from torch._dynamo.eval_frame import OptimizedModule
+    from torch._inductor.fx_passes import post_grad
+
+    return (torch._dynamo.config.get_config_copy(), torch._inductor.config.get_config_copy(),
+            dict(vars(OptimizedModule)), dict(vars(torch.nn.Module)), post_grad.same_meta,
+            torch.is_grad_enabled(), torch.get_num_threads())
+
+
+@pytest.mark.parametrize("name", sorted(MAGCACHE))
+def test_magcache_and_compile_in_either_order(comfy, name):
+    model_type, thresh, retention, K = MAGCACHE[name]
+    pos, neg = conds(name)
+    shape = TINY[name][2]
+    warm_up_torch_compile()
+    before = global_state()
+
+    def build(order, log):
+        base = tiny_model(name).clone()
+        base.set_model_patch_replace(counting(log), "dit", "double_block", 0)
+        for step in order:
+            if step == "magcache":
+                base = comfy.MagCache.execute(base, model_type, thresh, retention, K, 0, -1).result[0]
+            else:
+                base = comfy.CompileModel.execute(base, "default", "inductor", False, False).result[0]
+        return base
+
+    logs = {k: [] for k in ("eager", "magcache_first", "compile_first")}
+    models = {"eager": build(["magcache"], logs["eager"]),
+              "magcache_first": build(["magcache", "compile"], logs["magcache_first"]),
+              "compile_first": build(["compile", "magcache"], logs["compile_first"])}
+    with torch.inference_mode():
+        outs = {k: sample(m, pos, neg, seed=1, steps=STEPS, latent_shape=shape) for k, m in models.items()}
+        ran = {k: sorted(set(v)) for k, v in logs.items()}
+        assert len(ran["eager"]) < STEPS  # MagCache skipped something
+        for k in ("magcache_first", "compile_first"):
+            assert (outs[k] - outs["eager"]).abs().max().item() < 1e-4
+            assert ran[k] == ran["eager"]  # same skip set; the replacements take effect under compile
+
+        # a second run with another seed: no new graph, no recompilation, at any step
+        graphs, recompiles = dynamo_counts()
+        for k in logs:
+            logs[k].clear()
+        for k in ("magcache_first", "compile_first"):
+            again = sample(models[k], pos, neg, seed=2, steps=STEPS, latent_shape=shape)
+            eager = sample(models["eager"], pos, neg, seed=2, steps=STEPS, latent_shape=shape)
+            assert (again - eager).abs().max().item() < 1e-4
+        assert dynamo_counts() == (graphs, recompiles)
+        assert sorted(set(logs["magcache_first"])) == sorted(set(logs["eager"])) == ran["eager"]
+    assert global_state() == before
+
+
+def test_cuda_only_choices_fail_or_fall_back_before_sampling(comfy, caplog):
+    from comfyui_magcache.model_patches.compile import CompileSettingsError, compile_kwargs
+
+    model = tiny_model("wan_t2v")
+    with pytest.raises(CompileSettingsError, match="backend 'cudagraphs' needs a CUDA device; this model runs on cpu"):
+        comfy.CompileModel.execute(model, "default", "cudagraphs", False, False)
+    with caplog.at_level(logging.WARNING, logger="MagCache"):
+        kw = compile_kwargs("reduce-overhead", "inductor", False, False, torch.device("cpu"))
+        auto = compile_kwargs("max-autotune", "inductor", False, False, torch.device("cpu"))
+    assert "triton.cudagraphs" not in kw["options"] and "triton.cudagraphs" not in auto["options"]
+    assert auto["options"]["max_autotune"] is True
+    assert "mode 'reduce-overhead' uses CUDA graphs" in caplog.text
+    cuda = compile_kwargs("reduce-overhead", "inductor", False, False, torch.device("cuda"))
+    assert cuda["options"]["triton.cudagraphs"] is True
+
+
+def test_a_model_dynamo_cannot_compile_runs_uncompiled_with_a_warning(comfy, caplog):
+    # fullgraph=True: ComfyUI's CPU attention queries free memory (a graph break), so dynamo refuses
+    model = tiny_model("flux")
+    pos, neg = conds("flux")
+    ref = sample(model, pos, neg, seed=3, steps=4)
+    compiled = comfy.CompileModel.execute(model, "default", "eager", True, False).result[0]
+    with caplog.at_level(logging.WARNING, logger="MagCache"), torch.inference_mode():
+        out = sample(compiled, pos, neg, seed=3, steps=4)
+    assert torch.equal(out, ref.to(out.dtype))
+    assert "torch.compile failed" in caplog.text and caplog.text.count("torch.compile failed") == 1
