@@ -11,7 +11,8 @@ from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "examples"
 
-# node type -> (inputs [(name, type)], outputs [(name, type)])
+# node type -> (inputs [(name, type)], outputs [(name, type)]); the e2e test checks these against
+# a real ComfyUI's /object_info. Inputs listed in WIDGET_SOCKETS are widgets fed by a link.
 TYPES = {
     "UNETLoader": ([], [("MODEL", "MODEL")]),
     "DualCLIPLoader": ([], [("CLIP", "CLIP")]),
@@ -33,8 +34,28 @@ TYPES = {
     "MagCacheCalibrationPlot": ([("ratios", "MAGCACHE_RATIOS"), ("after", "LATENT")], [("IMAGE", "IMAGE")]),
     "CLIPLoader": ([], [("CLIP", "CLIP")]),
     "PreviewImage": ([("images", "IMAGE")], []),
+    "ModelSamplingSD3": ([("model", "MODEL")], [("MODEL", "MODEL")]),
+    "ModelSamplingAuraFlow": ([("model", "MODEL")], [("MODEL", "MODEL")]),
+    "EmptyHunyuanLatentVideo": ([], [("LATENT", "LATENT")]),
+    "VAEDecodeTiled": ([("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")]),
+    "SaveAnimatedWEBP": ([("images", "IMAGE")], []),
+    "CLIPVisionLoader": ([], [("CLIP_VISION", "CLIP_VISION")]),
+    "CLIPVisionEncode": ([("clip_vision", "CLIP_VISION"), ("image", "IMAGE")], [("CLIP_VISION_OUTPUT", "CLIP_VISION_OUTPUT")]),
+    "WanImageToVideo": ([("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("vae", "VAE"),
+                         ("clip_vision_output", "CLIP_VISION_OUTPUT"), ("start_image", "IMAGE")],
+                        [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent", "LATENT")]),
+    "WanVaceToVideo": ([("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("vae", "VAE"),
+                        ("control_video", "IMAGE"), ("control_masks", "MASK"), ("reference_image", "IMAGE")],
+                       [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent", "LATENT"),
+                        ("trim_latent", "INT")]),
+    "TrimVideoLatent": ([("samples", "LATENT"), ("trim_amount", "INT")], [("LATENT", "LATENT")]),
+    "KSamplerAdvanced": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                          ("latent_image", "LATENT")], [("LATENT", "LATENT")]),
     "Note": ([], []),
 }
+
+
+WIDGET_SOCKETS = {("TrimVideoLatent", "trim_amount")}
 
 
 def workflow(nodes: list[tuple]) -> dict:
@@ -64,7 +85,9 @@ def workflow(nodes: list[tuple]) -> dict:
         node = {
             "id": nid, "type": ntype, "pos": [60 + 360 * col, 60 + 260 * row],
             "size": [420, 200] if ntype == "Note" else [320, 130], "flags": {}, "order": order, "mode": 0,
-            "inputs": [{"name": n, "type": t, "link": link_of.get(k)} for k, (n, t) in enumerate(TYPES[ntype][0])],
+            "inputs": [dict({"name": n, "type": t, "link": link_of.get(k)},
+                            **({"widget": {"name": n}} if (ntype, n) in WIDGET_SOCKETS else {}))
+                       for k, (n, t) in enumerate(TYPES[ntype][0])],
             "outputs": [{"name": n, "type": t, "links": out_links.get((nid, k), []), "slot_index": k}
                         for k, (n, t) in enumerate(TYPES[ntype][1])],
             "properties": {"Node name for S&R": ntype} if ntype != "Note" else {"text": ""},
@@ -201,8 +224,182 @@ def calibration() -> dict:
     ])
 
 
-EXAMPLES = {"flux.json": flux, "flux_kontext.json": flux_kontext, "chroma_calibration.json": chroma_calibration,
-            "flux_kontext_calibration.json": flux_kontext_calibration, "calibration.json": calibration}
+WAN_NEG = "blurry, static, low quality, distorted, watermark, text"
+UMT5 = ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan", "default"]
+
+
+def chroma() -> dict:
+    return workflow([
+        (1, "UNETLoader", ["chroma-unlocked-v50.safetensors", "default"], {}),
+        (2, "MagCache", ["chroma", 0.10, 0.25, 2, 0, -1], {"model": (1, 0)}),
+        (3, "CLIPLoader", ["t5xxl_fp16.safetensors", "chroma", "default"], {}),
+        (4, "CLIPTextEncode", ["a lighthouse on a cliff at sunset, oil painting"], {"clip": (3, 0)}),
+        (5, "CLIPTextEncode", ["blurry, low quality"], {"clip": (3, 0)}),
+        (6, "EmptySD3LatentImage", [1024, 1024, 1], {}),
+        (7, "KSampler", [42, "fixed", 26, 4.0, "euler", "beta", 1.0],
+         {"model": (2, 0), "positive": (4, 0), "negative": (5, 0), "latent_image": (6, 0)}),
+        (8, "VAELoader", ["ae.safetensors"], {}),
+        (9, "VAEDecode", [], {"samples": (7, 0), "vae": (8, 0)}),
+        (10, "SaveImage", ["MagCache_chroma"], {"images": (9, 0)}),
+        (11, "Note", ["MagCache for Chroma: model_type chroma (or auto), thresh 0.10, retention 0.25, K 2 (the "
+                      "MagCache authors' settings; the table is calibrated for 26 steps with CFG). Files: "
+                      "models/diffusion_models/chroma-unlocked-v50.safetensors, models/text_encoders/"
+                      "t5xxl_fp16.safetensors, models/vae/ae.safetensors."], {}),
+    ])
+
+
+def hunyuanvideo() -> dict:
+    return workflow([
+        (1, "UNETLoader", ["hunyuan_video_t2v_720p_bf16.safetensors", "default"], {}),
+        (2, "ModelSamplingSD3", [7.0], {"model": (1, 0)}),
+        (3, "MagCache", ["hunyuan_video", 0.24, 0.2, 6, 0, -1], {"model": (2, 0)}),
+        (4, "DualCLIPLoader", ["clip_l.safetensors", "llava_llama3_fp8_scaled.safetensors", "hunyuan_video",
+                               "default"], {}),
+        (5, "CLIPTextEncode", ["a cat walks through tall grass, cinematic"], {"clip": (4, 0)}),
+        (6, "FluxGuidance", [6.0], {"conditioning": (5, 0)}),
+        (7, "ConditioningZeroOut", [], {"conditioning": (5, 0)}),
+        (8, "EmptyHunyuanLatentVideo", [848, 480, 73, 1], {}),
+        (9, "KSampler", [42, "fixed", 50, 1.0, "euler", "simple", 1.0],
+         {"model": (3, 0), "positive": (6, 0), "negative": (7, 0), "latent_image": (8, 0)}),
+        (10, "VAELoader", ["hunyuan_video_vae_bf16.safetensors"], {}),
+        (11, "VAEDecodeTiled", [256, 64, 64, 8], {"samples": (9, 0), "vae": (10, 0)}),
+        (12, "SaveAnimatedWEBP", ["MagCache_hunyuanvideo", 24.0, False, 90, "default"], {"images": (11, 0)}),
+        (13, "Note", ["MagCache for HunyuanVideo T2V: model_type hunyuan_video (or auto), thresh 0.24, retention "
+                      "0.2, K 6 (the authors' settings for 50 steps). Files: models/diffusion_models/"
+                      "hunyuan_video_t2v_720p_bf16.safetensors, models/text_encoders/clip_l.safetensors + "
+                      "llava_llama3_fp8_scaled.safetensors, models/vae/hunyuan_video_vae_bf16.safetensors."], {}),
+    ])
+
+
+def wan21_t2v() -> dict:
+    return workflow([
+        (1, "UNETLoader", ["wan2.1_t2v_1.3B_fp16.safetensors", "default"], {}),
+        (2, "ModelSamplingSD3", [8.0], {"model": (1, 0)}),
+        (3, "MagCache", ["wan2.1_t2v_1.3B", 0.12, 0.2, 4, 0, -1], {"model": (2, 0)}),
+        (4, "CLIPLoader", UMT5, {}),
+        (5, "CLIPTextEncode", ["a fox running through a snowy forest, cinematic"], {"clip": (4, 0)}),
+        (6, "CLIPTextEncode", [WAN_NEG], {"clip": (4, 0)}),
+        (7, "EmptyHunyuanLatentVideo", [832, 480, 33, 1], {}),
+        (8, "KSampler", [42, "fixed", 50, 6.0, "uni_pc", "simple", 1.0],
+         {"model": (3, 0), "positive": (5, 0), "negative": (6, 0), "latent_image": (7, 0)}),
+        (9, "VAELoader", ["wan_2.1_vae.safetensors"], {}),
+        (10, "VAEDecode", [], {"samples": (8, 0), "vae": (9, 0)}),
+        (11, "SaveAnimatedWEBP", ["MagCache_wan2.1_t2v", 16.0, False, 90, "default"], {"images": (10, 0)}),
+        (12, "Note", ["MagCache for Wan2.1 T2V 1.3B: model_type wan2.1_t2v_1.3B (or auto), thresh 0.12, retention "
+                      "0.2, K 4 (for the 14B: wan2.1_t2v_14B, 0.24 / 0.2 / 6). Tables are calibrated for 50 steps "
+                      "with CFG. Files: models/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors, "
+                      "models/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors, "
+                      "models/vae/wan_2.1_vae.safetensors."], {}),
+    ])
+
+
+def wan21_i2v() -> dict:
+    return workflow([
+        (1, "UNETLoader", ["wan2.1_i2v_480p_14B_fp16.safetensors", "default"], {}),
+        (2, "ModelSamplingSD3", [8.0], {"model": (1, 0)}),
+        (3, "MagCache", ["wan2.1_i2v_480p_14B", 0.24, 0.2, 6, 0, -1], {"model": (2, 0)}),
+        (4, "CLIPLoader", UMT5, {}),
+        (5, "CLIPTextEncode", ["the woman turns her head and smiles"], {"clip": (4, 0)}),
+        (6, "CLIPTextEncode", [WAN_NEG], {"clip": (4, 0)}),
+        (7, "CLIPVisionLoader", ["clip_vision_h.safetensors"], {}),
+        (8, "LoadImage", ["example.png", "image"], {}),
+        (9, "CLIPVisionEncode", ["none"], {"clip_vision": (7, 0), "image": (8, 0)}),
+        (10, "VAELoader", ["wan_2.1_vae.safetensors"], {}),
+        (11, "WanImageToVideo", [832, 480, 33, 1],
+         {"positive": (5, 0), "negative": (6, 0), "vae": (10, 0), "clip_vision_output": (9, 0),
+          "start_image": (8, 0)}),
+        (12, "KSampler", [42, "fixed", 40, 6.0, "uni_pc", "simple", 1.0],
+         {"model": (3, 0), "positive": (11, 0), "negative": (11, 1), "latent_image": (11, 2)}),
+        (13, "VAEDecode", [], {"samples": (12, 0), "vae": (10, 0)}),
+        (14, "SaveAnimatedWEBP", ["MagCache_wan2.1_i2v", 16.0, False, 90, "default"], {"images": (13, 0)}),
+        (15, "Note", ["MagCache for Wan2.1 I2V 14B: model_type wan2.1_i2v_480p_14B for 480p (wan2.1_i2v_720p_14B "
+                      "for 720p; auto picks by the video size), thresh 0.24, retention 0.2, K 6, for 40 steps. "
+                      "Files: models/diffusion_models/wan2.1_i2v_480p_14B_fp16.safetensors, models/text_encoders/"
+                      "umt5_xxl_fp8_e4m3fn_scaled.safetensors, models/clip_vision/clip_vision_h.safetensors, "
+                      "models/vae/wan_2.1_vae.safetensors; an input image."], {}),
+    ])
+
+
+def wan21_vace() -> dict:
+    return workflow([
+        (1, "UNETLoader", ["wan2.1_vace_1.3B_fp16.safetensors", "default"], {}),
+        (2, "ModelSamplingSD3", [8.0], {"model": (1, 0)}),
+        (3, "MagCache", ["wan2.1_vace_1.3B", 0.02, 0.2, 3, 0, -1], {"model": (2, 0)}),
+        (4, "CLIPLoader", UMT5, {}),
+        (5, "CLIPTextEncode", ["a paper boat drifting down a rainy street"], {"clip": (4, 0)}),
+        (6, "CLIPTextEncode", [WAN_NEG], {"clip": (4, 0)}),
+        (7, "VAELoader", ["wan_2.1_vae.safetensors"], {}),
+        (8, "LoadImage", ["example.png", "image"], {}),
+        (9, "WanVaceToVideo", [832, 480, 33, 1, 1.0],
+         {"positive": (5, 0), "negative": (6, 0), "vae": (7, 0), "reference_image": (8, 0)}),
+        (10, "KSampler", [42, "fixed", 50, 6.0, "uni_pc", "simple", 1.0],
+         {"model": (3, 0), "positive": (9, 0), "negative": (9, 1), "latent_image": (9, 2)}),
+        (11, "TrimVideoLatent", [0], {"samples": (10, 0), "trim_amount": (9, 3)}),
+        (12, "VAEDecode", [], {"samples": (11, 0), "vae": (7, 0)}),
+        (13, "SaveAnimatedWEBP", ["MagCache_wan2.1_vace", 16.0, False, 90, "default"], {"images": (12, 0)}),
+        (14, "Note", ["MagCache for Wan2.1 VACE 1.3B: model_type wan2.1_vace_1.3B (or auto; 14B: "
+                      "wan2.1_vace_14B), thresh 0.02, retention 0.2, K 3, for 50 steps. VACE's hint blocks are "
+                      "skipped with the main blocks. Files: models/diffusion_models/wan2.1_vace_1.3B_fp16.safetensors, "
+                      "models/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors, models/vae/wan_2.1_vae.safetensors; "
+                      "a reference image (or a control video)."], {}),
+    ])
+
+
+def wan22_t2v_a14b() -> dict:
+    return workflow([
+        (1, "UNETLoader", ["wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", "default"], {}),
+        (2, "UNETLoader", ["wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", "default"], {}),
+        (3, "ModelSamplingSD3", [8.0], {"model": (1, 0)}),
+        (4, "ModelSamplingSD3", [8.0], {"model": (2, 0)}),
+        (5, "MagCache", ["wan2.2_t2v_14B", 0.12, 0.2, 4, 0, -1], {"model": (3, 0)}),
+        (6, "MagCache", ["wan2.2_t2v_14B", 0.12, 0.2, 4, 0, -1], {"model": (4, 0)}),
+        (7, "CLIPLoader", UMT5, {}),
+        (8, "CLIPTextEncode", ["a hot air balloon over a misty valley at sunrise"], {"clip": (7, 0)}),
+        (9, "CLIPTextEncode", [WAN_NEG], {"clip": (7, 0)}),
+        (10, "EmptyHunyuanLatentVideo", [832, 480, 33, 1], {}),
+        (11, "KSamplerAdvanced", ["enable", 42, "fixed", 40, 3.5, "euler", "simple", 0, 20, "enable"],
+         {"model": (5, 0), "positive": (8, 0), "negative": (9, 0), "latent_image": (10, 0)}),
+        (12, "KSamplerAdvanced", ["disable", 42, "fixed", 40, 3.5, "euler", "simple", 20, 10000, "disable"],
+         {"model": (6, 0), "positive": (8, 0), "negative": (9, 0), "latent_image": (11, 0)}),
+        (13, "VAELoader", ["wan_2.1_vae.safetensors"], {}),
+        (14, "VAEDecode", [], {"samples": (12, 0), "vae": (13, 0)}),
+        (15, "SaveAnimatedWEBP", ["MagCache_wan2.2_t2v", 16.0, False, 90, "default"], {"images": (14, 0)}),
+        (16, "Note", ["MagCache for Wan2.2 A14B (two experts): one MagCache per expert, both wan2.2_t2v_14B (auto "
+                      "cannot tell an A14B expert from Wan2.1 14B), thresh 0.12, retention 0.2, K 4 (our choice; "
+                      "Wan2.2 has no published setting). Each KSamplerAdvanced gets fresh state and reads its part "
+                      "of the 40-step table (high noise steps 0-19, low noise 20-39). Files: models/"
+                      "diffusion_models/wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors + "
+                      "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors, models/text_encoders/"
+                      "umt5_xxl_fp8_e4m3fn_scaled.safetensors, models/vae/wan_2.1_vae.safetensors."], {}),
+    ])
+
+
+def qwen_image() -> dict:
+    return workflow([
+        (1, "UNETLoader", ["qwen_image_fp8_e4m3fn.safetensors", "default"], {}),
+        (2, "ModelSamplingAuraFlow", [3.1], {"model": (1, 0)}),
+        (3, "MagCache", ["qwen_image", 0.10, 0.20, 2, 0, -1], {"model": (2, 0)}),
+        (4, "CLIPLoader", ["qwen_2.5_vl_7b_fp8_scaled.safetensors", "qwen_image", "default"], {}),
+        (5, "CLIPTextEncode", ["a neon sign that reads 'MagCache' on a brick wall at night"], {"clip": (4, 0)}),
+        (6, "CLIPTextEncode", [""], {"clip": (4, 0)}),
+        (7, "EmptySD3LatentImage", [1328, 1328, 1], {}),
+        (8, "KSampler", [42, "fixed", 40, 2.5, "euler", "simple", 1.0],
+         {"model": (3, 0), "positive": (5, 0), "negative": (6, 0), "latent_image": (7, 0)}),
+        (9, "VAELoader", ["qwen_image_vae.safetensors"], {}),
+        (10, "VAEDecode", [], {"samples": (8, 0), "vae": (9, 0)}),
+        (11, "SaveImage", ["MagCache_qwen_image"], {"images": (10, 0)}),
+        (12, "Note", ["MagCache for Qwen-Image: model_type qwen_image (or auto), thresh 0.10, retention 0.20, K 2 "
+                      "(the original pack's published setting; table calibrated for 40 steps with CFG). Files: "
+                      "models/diffusion_models/qwen_image_fp8_e4m3fn.safetensors, models/text_encoders/"
+                      "qwen_2.5_vl_7b_fp8_scaled.safetensors, models/vae/qwen_image_vae.safetensors."], {}),
+    ])
+
+
+EXAMPLES = {"flux.json": flux, "flux_kontext.json": flux_kontext, "chroma.json": chroma,
+            "hunyuanvideo.json": hunyuanvideo, "wan2.1_t2v.json": wan21_t2v, "wan2.1_i2v.json": wan21_i2v,
+            "wan2.1_vace.json": wan21_vace, "wan2.2_t2v_a14b.json": wan22_t2v_a14b, "qwen_image.json": qwen_image,
+            "calibration.json": calibration, "chroma_calibration.json": chroma_calibration,
+            "flux_kontext_calibration.json": flux_kontext_calibration}
 
 if __name__ == "__main__":
     OUT.mkdir(exist_ok=True)

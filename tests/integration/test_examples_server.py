@@ -1,0 +1,207 @@
+"""Every example workflow against a real ComfyUI server: node types, widget values and links are
+valid for the running server; the fast ones (and, with MAGCACHE_SLOW=1, Flux and Chroma) run end to
+end through POST /prompt with tiny checkpoints and test-only conditioning and decoding nodes."""
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import COMFYUI, ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import make_examples  # noqa: E402
+
+FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+EXAMPLES = sorted(make_examples.EXAMPLES)
+PLACEHOLDERS = {  # every model file the examples name, so the loaders list them
+    "diffusion_models": ["flux1-dev.safetensors", "flux1-dev-kontext_fp8_scaled.safetensors",
+                         "chroma-unlocked-v50.safetensors", "hunyuan_video_t2v_720p_bf16.safetensors",
+                         "wan2.1_t2v_1.3B_fp16.safetensors", "wan2.1_i2v_480p_14B_fp16.safetensors",
+                         "wan2.1_vace_1.3B_fp16.safetensors", "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
+                         "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", "qwen_image_fp8_e4m3fn.safetensors"],
+    "text_encoders": ["clip_l.safetensors", "t5xxl_fp16.safetensors", "t5xxl_fp8_e4m3fn_scaled.safetensors",
+                      "llava_llama3_fp8_scaled.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+                      "qwen_2.5_vl_7b_fp8_scaled.safetensors"],
+    "vae": ["ae.safetensors", "hunyuan_video_vae_bf16.safetensors", "wan_2.1_vae.safetensors",
+            "qwen_image_vae.safetensors"],
+    "clip_vision": ["clip_vision_h.safetensors"],
+}
+
+
+def save_tiny(tiny, **overrides):
+    def write(path):
+        import safetensors.torch
+        from tiny_comfy import tiny_model
+
+        sd = tiny_model(tiny, **overrides).model.diffusion_model.state_dict()
+        safetensors.torch.save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    return write
+
+
+# example -> (tiny checkpoint, its maker, conditioning (tokens, dim, pooled), slow)
+RUNS = {
+    "wan2.1_t2v.json": ("tiny_wan_t2v.safetensors", save_tiny("wan_t2v", dim=128, text_dim=4096, ffn_dim=256),
+                        (8, 4096, 0), False),
+    "wan2.1_vace.json": ("tiny_wan_vace.safetensors", save_tiny("wan_vace", dim=128, text_dim=4096, ffn_dim=256),
+                         (8, 4096, 0), False),
+    "hunyuanvideo.json": ("tiny_hunyuan_video.safetensors",
+                          save_tiny("hunyuan_video", hidden_size=128, num_heads=1, vec_in_dim=768,
+                                    context_in_dim=4096, axes_dim=[16, 56, 56]), (8, 4096, 768), False),
+    "flux.json": ("tiny_flux.safetensors",
+                  save_tiny("flux", hidden_size=3072, num_heads=24, axes_dim=[16, 56, 56], depth=1,
+                            depth_single_blocks=1, context_in_dim=4096, vec_in_dim=768), (8, 4096, 768), True),
+    "chroma.json": ("tiny_chroma.safetensors",
+                    save_tiny("chroma", hidden_size=3072, num_heads=24, axes_dim=[16, 56, 56], depth=1,
+                              depth_single_blocks=1, context_in_dim=4096, in_dim=64, out_dim=3072, hidden_dim=5120,
+                              n_layers=5), (8, 4096, 0), True),
+}
+
+
+@pytest.fixture(scope="module")
+def server(comfy):
+    from comfy_server import ComfyServer
+
+    srv = ComfyServer(COMFYUI, {name: make for name, make, _, _ in RUNS.values()}, PLACEHOLDERS)
+    try:
+        yield srv.start()
+    finally:
+        srv.stop()
+        assert srv.proc is None or srv.proc.poll() is not None  # no process left behind
+        assert not srv.base.exists()  # no file left behind
+
+
+@pytest.fixture(scope="module")
+def object_info(server):
+    return server.get("/object_info")
+
+
+def widget_inputs(info):
+    """(name, spec) of a node's widget inputs, in widgets_values order."""
+    out = []
+    for section in ("required", "optional"):
+        for name in info["input_order"].get(section, []):
+            spec = info["input"][section][name]
+            kind = spec[0]
+            if isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
+                out.append((name, spec))
+    return out
+
+
+def check_widget(node, name, spec, value):
+    kind, opts = spec[0], (spec[1] if len(spec) > 1 else {})
+    where = f"{node['type']} #{node['id']} {name}={value!r}"
+    if isinstance(kind, list) or kind == "COMBO":
+        options = kind if isinstance(kind, list) else opts.get("options", [])
+        assert value in options, f"{where}: not one of {options[:12]}"
+    elif kind == "INT":
+        assert isinstance(value, int) and not isinstance(value, bool), where
+        assert opts.get("min", -2**63) <= value <= opts.get("max", 2**64), where
+    elif kind == "FLOAT":
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), where
+        assert opts.get("min", float("-inf")) <= value <= opts.get("max", float("inf")), where
+    elif kind == "BOOLEAN":
+        assert isinstance(value, bool), where
+    elif kind == "STRING":
+        assert isinstance(value, str), where
+
+
+def widget_values(node, info):
+    """{input name: value} from a UI node's widgets_values (a seed's control_after_generate skipped)."""
+    values, out = list(node["widgets_values"]), {}
+    for name, spec in widget_inputs(info):
+        if not values:
+            break
+        out[name] = values.pop(0)
+        opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+        if opts.get("control_after_generate"):  # the frontend's extra widget after a seed
+            assert values.pop(0) in ("fixed", "increment", "decrement", "randomize")
+        if any(k.endswith("_upload") and v for k, v in opts.items()):  # and the upload button's value
+            assert values.pop(0) in ("image", "video", "audio")
+    assert not values, f"{node['type']} #{node['id']}: {len(values)} widget values too many"
+    return out
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_is_valid_for_the_running_server(object_info, name):
+    wf = json.loads((ROOT / "examples" / name).read_text())
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    for node in wf["nodes"]:
+        if node["type"] in FRONTEND_ONLY:
+            continue
+        assert node["type"] in object_info, f"{name}: node type {node['type']} is missing"
+        info = object_info[node["type"]]
+        specs = dict(widget_inputs(info))
+        for key, value in widget_values(node, info).items():
+            check_widget(node, key, specs[key], value)
+        inputs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        for i in node["inputs"]:
+            assert i["name"] in inputs, f"{node['type']} has no input {i['name']}"
+        for name_, spec in info["input"].get("required", {}).items():
+            if name_ not in specs:  # a socket: it must be connected
+                assert any(i["name"] == name_ and i["link"] for i in node["inputs"]), \
+                    f"{node['type']} #{node['id']}: required input {name_} is not connected"
+    for link_id, src, src_slot, dst, dst_slot, kind in wf["links"]:
+        out_type = object_info[nodes[src]["type"]]["output"][src_slot]
+        in_name = nodes[dst]["inputs"][dst_slot]["name"]
+        info = object_info[nodes[dst]["type"]]["input"]
+        in_spec = {**info.get("required", {}), **info.get("optional", {})}[in_name]
+        assert out_type == kind == in_spec[0] or (kind == "INT" and in_spec[0] == "INT"), \
+            f"{name}: link {link_id} {out_type} -> {in_name} ({in_spec[0]})"
+
+
+def to_api(wf, object_info, ckpt, cond):
+    """The example in API format, with tiny stand-ins for what needs real model files."""
+    tokens, dim, pooled = cond
+    nodes = {n["id"]: n for n in wf["nodes"] if n["type"] not in FRONTEND_ONLY}
+    links = {l[0]: l for l in wf["links"]}
+    prompt = {}
+    for nid, node in nodes.items():
+        inputs = widget_values(node, object_info[node["type"]])
+        for i in node["inputs"]:
+            if i.get("link"):
+                l = links[i["link"]]
+                inputs[i["name"]] = [str(l[1]), l[2]]
+        kind = node["type"]
+        if kind == "UNETLoader":
+            inputs["unet_name"] = ckpt
+        elif kind == "CLIPTextEncode":
+            kind, inputs = "MagCacheTestConditioning", {"tokens": tokens, "dim": dim, "pooled": pooled, "seed": nid}
+        elif kind in ("VAEDecode", "VAEDecodeTiled"):
+            kind, inputs = "MagCacheTestDecode", {"samples": inputs["samples"]}
+        elif kind == "WanVaceToVideo":
+            kind = "MagCacheTestVaceToVideo"
+            inputs = {k: v for k, v in inputs.items() if k not in ("vae", "reference_image", "control_video",
+                                                                  "control_masks")}
+            inputs.update(width=64, height=64, length=5)
+        elif kind in ("EmptyHunyuanLatentVideo", "EmptySD3LatentImage"):
+            inputs.update(width=64, height=64, **({"length": 5} if "length" in inputs else {}))
+        elif kind == "KSampler":
+            inputs["steps"] = 12
+        prompt[str(nid)] = {"class_type": kind, "inputs": inputs}
+    # keep what the output nodes need (the loaders of text encoders and VAEs are no longer used)
+    outputs = [k for k, v in prompt.items() if object_info[v["class_type"]].get("output_node")]
+    keep, todo = set(), list(outputs)
+    while todo:
+        k = todo.pop()
+        if k not in keep:
+            keep.add(k)
+            todo += [v[0] for v in prompt[k]["inputs"].values() if isinstance(v, list) and len(v) == 2
+                     and isinstance(v[0], str)]
+    return {k: v for k, v in prompt.items() if k in keep}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if RUNS[n][3] else n for n in sorted(RUNS)])
+def test_example_runs_end_to_end(server, object_info, name):
+    ckpt, _, cond, _ = RUNS[name]
+    wf = json.loads((ROOT / "examples" / name).read_text())
+    before = server.log().count("MagCache: skipped")
+    result = server.run_prompt(to_api(wf, object_info, ckpt, cond))
+    status = result.get("status", {})
+    assert status.get("status_str") == "success", f"{name}: {json.dumps(status)[:2000]}\n{server.log()[-3000:]}"
+    assert server.log().count("MagCache: skipped") > before, server.log()[-2000:]
+    files = [img for out in result["outputs"].values() for img in out.get("images", [])]
+    assert files, result["outputs"]
+    for f in files:
+        assert (server.base / f.get("type", "output") / f.get("subfolder", "") / f["filename"]).is_file()
