@@ -112,6 +112,9 @@ class ComfyServer:
             path = self.base / "models" / "diffusion_models" / name
             path.parent.mkdir(parents=True, exist_ok=True)
             write(path)
+        settings = self.base / "user" / "default" / "comfy.settings.json"  # a returning user: no template dialog
+        settings.parent.mkdir(parents=True)
+        settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
         (self.base / "input").mkdir(exist_ok=True)
         from PIL import Image
 

@@ -55,7 +55,7 @@ RUNS = {
     "chroma.json": ("tiny_chroma.safetensors",
                     save_tiny("chroma", hidden_size=3072, num_heads=24, axes_dim=[16, 56, 56], depth=1,
                               depth_single_blocks=1, context_in_dim=4096, in_dim=64, out_dim=3072, hidden_dim=5120,
-                              n_layers=5), (8, 4096, 0), True),
+                              n_layers=5), (8, 4096, 32), True),
 }
 
 
@@ -205,3 +205,66 @@ def test_example_runs_end_to_end(server, object_info, name):
     assert files, result["outputs"]
     for f in files:
         assert (server.base / f.get("type", "output") / f.get("subfolder", "") / f["filename"]).is_file()
+
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).is_file()), None)
+ARTIFACTS = Path(os.environ.get("MAGCACHE_ARTIFACTS", ROOT / "artifacts")) / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    if CHROMIUM is None:
+        pytest.skip("no Chromium: install Debian's chromium (apt-get install chromium) for the browser test")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("no Playwright: pip install playwright (it drives the system Chromium; nothing is downloaded)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            pg = browser.new_page(viewport={"width": 1600, "height": 1000})
+            pg.goto(server.url)
+            pg.wait_for_function("() => window.app && window.app.graph && window.LiteGraph", timeout=120_000)
+            yield pg
+        finally:
+            browser.close()
+
+
+def dialogs(pg):
+    return pg.evaluate("() => Array.from(document.querySelectorAll('.p-dialog')).map(d => d.innerText)")
+
+
+def show_node(pg, node_type, scale):
+    """Zoom the canvas onto the first node of a type (the frontend hides widget text below ~50%)."""
+    pg.evaluate("""([type, scale]) => {
+        const c = window.app.canvas, n = window.app.graph._nodes.find(n => n.type === type) || window.app.graph._nodes[0];
+        c.ds.scale = scale;
+        c.ds.offset = [-n.pos[0] + 420 / scale, -n.pos[1] + 160 / scale];
+        c.setDirty(true, true);
+    }""", [node_type, scale])
+    pg.wait_for_timeout(400)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_frontend_loads_example_without_missing_nodes(page, name):
+    wf = json.loads((ROOT / "examples" / name).read_text())
+    page.evaluate("wf => window.app.loadGraphData(wf)", wf)
+    page.wait_for_timeout(800)
+    assert not [d for d in dialogs(page) if "missing" in d.lower() or "error" in d.lower()], dialogs(page)
+    loaded = page.evaluate("() => window.app.graph._nodes.map(n => [n.type, !!window.LiteGraph.registered_node_types[n.type]])")
+    assert sorted(t for t, _ in loaded) == sorted(n["type"] for n in wf["nodes"]) and all(ok for _, ok in loaded)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    show_node(page, "MagCache" if any(n["type"] == "MagCache" for n in wf["nodes"]) else "MagCacheCalibration", 0.8)
+    page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}.png"))
+
+
+def test_frontend_flags_a_missing_node(page):
+    """The negative control: the same check sees a node type the server does not have."""
+    wf = json.loads((ROOT / "examples" / "flux.json").read_text())
+    wf["nodes"].append(dict(wf["nodes"][0], id=99, type="NotARealMagCacheNode", inputs=[], outputs=[]))
+    page.evaluate("wf => window.app.loadGraphData(wf)", wf)
+    page.wait_for_timeout(800)
+    assert any("NotARealMagCacheNode" in d for d in dialogs(page))
+    page.keyboard.press("Escape")

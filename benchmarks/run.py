@@ -1,0 +1,654 @@
+"""Benchmark: what MagCache saves and costs, on mid-size real ComfyUI models (random weights).
+
+    COMFYUI_PATH=/path/to/ComfyUI python benchmarks/run.py [--families flux,wan_t2v,...] [--repeats N]
+        [--steps N] [--out DIR] [--quick] [--compile-families flux,wan_t2v|none] [--device auto|cpu|cuda]
+
+Every family is one of ComfyUI's own model classes built mid-size (hidden 512, 8 heads, 8-12 blocks,
+36-80M parameters), fp32, about 1024 image tokens and 64 text tokens, PyTorch SDPA attention, sampled
+through comfy.sample (euler, simple) at the calibrated step count of the preset 'auto' picks, under
+torch.inference_mode(). cfg 1 for the guidance-distilled Flux and HunyuanVideo, cfg 4 (batched: cond
+and uncond in one model call) for the others. Variants of one family run interleaved in one process,
+A B C D then D C B A, so linear drift cancels; the best time of each is used:
+
+- plain: the model as loaded, no MagCache;
+- windowed: the MagCache node applied, caching windowed off (start_step past the last step; thresh 0
+  would return the model itself): what merely having the node in the graph costs. Target <= 1.01x;
+- decision: MagCache at K 0, which decides every step and never skips: the full per-step path
+  (schedule lookup, one scalar read, clone of the head input, residual stored), nothing saved;
+- magcache: the preset's recommended thresh / retention / K. Reported: steps skipped (from the
+  'MagCache: skipped X/N' log line, checked against the calls that ran no block), wall-time speed-up,
+  ideal speed-up N / (N - skipped) (a skipped step costing nothing) and their ratio (target >= 0.95),
+  the residual memory held during the run (expected: one residual per CFG branch, branch batch x image
+  tokens x hidden x element size) and whether it is released after the run (weak references to the
+  run state and its residuals are dead), output difference to plain (relative L2, PSNR: random
+  weights, a sanity figure, not a quality claim). Memory: CUDA allocator peak on a GPU; on CPU the
+  residual bytes held by the run state (torch CPU tensors are invisible to tracemalloc) and the
+  process RSS (coarse: the allocator keeps freed pages).
+- with CompileModel (inductor; default families flux and wan_t2v): compile time (first compiled run
+  minus a steady one) and steady-state speed of compiled vs eager, with and without MagCache
+  (MagCache applied on top of the compiled model, so both share the compiled blocks).
+
+Per-step wall time comes from the sampler callback; <out>/<family>_steps.png draws it for plain and
+MagCache with skipped steps marked. <out>/benchmark.json holds every figure (default out:
+benchmarks/out/, git-ignored).
+
+Run-time budget: the default full run (six families at 26-50 steps, one timed repeat of each
+variant after a 2-step warm-up, CompileModel for flux and wan_t2v) takes about 20 minutes on a
+2-core CPU, which is why --repeats defaults to 1: the overhead ratios are also computed from the
+median per-step time, which one run already makes robust. --quick (8 steps, flux and wan_t2v, no
+compile) is a smoke test of a few minutes; on a GPU use --repeats 3 or more.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+import torch  # noqa: E402
+
+from conftest import COMFYUI, load_pack  # noqa: E402  (finds ComfyUI, loads this pack as a package)
+from tiny_comfy import TINY, conds, sample, setup_comfy, tiny_model  # noqa: E402
+
+TEXT_TOKENS = 64
+WARMUP_STEPS = 2
+TARGETS = {"overhead": 1.01, "efficiency": 0.95}
+
+
+@dataclass(frozen=True)
+class Family:
+    tiny: str  # key in tiny_comfy.TINY (the ComfyUI class and its base config)
+    preset: str  # the table 'auto' picks for this model (checked)
+    overrides: dict  # mid-size unet config on top of the tiny one
+    latent: tuple
+    patch: tuple  # latent cells per image token
+    hidden: int
+    cfg: float
+    text_dim: int = 512
+    pooled_dim: int = 0  # pooled text embedding width, 0: none
+
+
+FLUXLIKE = dict(hidden_size=512, num_heads=8, axes_dim=[16, 24, 24], depth=4, depth_single_blocks=8,
+                context_in_dim=512)
+WAN = dict(dim=512, ffn_dim=2048, num_heads=8, num_layers=8, text_dim=512)
+FAMILIES = {
+    "flux": Family("flux", "flux", dict(FLUXLIKE, vec_in_dim=256), (1, 16, 64, 64), (2, 2), 512, 1.0,
+                   pooled_dim=256),
+    "chroma": Family("chroma", "chroma", dict(FLUXLIKE, out_dim=512, hidden_dim=256), (1, 16, 64, 64), (2, 2),
+                     512, 4.0),
+    "hunyuan_video": Family("hunyuan_video", "hunyuan_video", dict(FLUXLIKE, vec_in_dim=256), (1, 16, 4, 32, 32),
+                            (1, 2, 2), 512, 1.0, pooled_dim=256),
+    "wan_t2v": Family("wan_t2v", "wan2.1_t2v_1.3B", WAN, (1, 16, 4, 32, 32), (1, 2, 2), 512, 4.0),
+    "wan_vace": Family("wan_vace", "wan2.1_vace_1.3B", dict(WAN, vace_layers=4), (1, 16, 4, 32, 32), (1, 2, 2),
+                       512, 4.0),
+    "qwen_image": Family("qwen_image", "qwen_image",
+                         dict(attention_head_dim=64, num_attention_heads=8, num_layers=8, joint_attention_dim=512,
+                              axes_dims_rope=(16, 24, 24)), (1, 16, 1, 64, 64), (1, 2, 2), 512, 4.0),
+}
+DEFAULT_COMPILE = ("flux", "wan_t2v")
+QUICK = dict(steps=8, repeats=1, families=("flux", "wan_t2v"), compile=())
+
+
+# -- machine and set-up -------------------------------------------------------------------------
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: torch.device) -> dict:
+    info = {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "python": platform.python_version(), "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        sys.path.insert(0, str(COMFYUI))
+        import comfyui_version
+
+        info["comfyui"] = comfyui_version.__version__
+    except Exception:
+        info["comfyui"] = "unknown"
+    return info
+
+
+def machine_line(info: dict) -> str:
+    gpu = f", GPU {info['gpu']}" if "gpu" in info else ""
+    return (f"machine: {info['cpu']}, {info['logical_cpus']} logical CPUs, {info['threads']} torch threads{gpu}; "
+            f"torch {info['torch']}, Python {info['python']}, ComfyUI {info['comfyui']}")
+
+
+def setup(device: torch.device) -> None:
+    if device.type == "cuda":
+        # setup_comfy switches ComfyUI to CPU mode, which comfy.model_management reads once, when it is
+        # first imported: import it first, in its normal (GPU) mode.
+        sys.path.insert(0, str(COMFYUI))
+        from comfy.cli_args import args
+
+        args.use_pytorch_cross_attention = True
+        import comfy.model_management  # noqa: F401
+    setup_comfy(COMFYUI, sdpa=True)
+    load_pack()
+
+
+def capture_log() -> list[str]:
+    """The 'MagCache' logger's messages, kept off stdout (the table reports them)."""
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("MagCache")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return messages
+
+
+# -- models and conditioning ----------------------------------------------------------------------
+
+def build(fam: Family, device: torch.device):
+    model = tiny_model(fam.tiny, seed=0, **fam.overrides)
+    if device.type != "cpu":
+        import comfy.model_patcher
+
+        model = comfy.model_patcher.ModelPatcher(model.model, load_device=device, offload_device=torch.device("cpu"))
+    return model
+
+
+def conditioning(fam: Family, seed: int = 0):
+    """tiny_comfy.conds with mid-size text (and pooled, VACE) inputs."""
+    g = torch.Generator().manual_seed(seed + 1)
+    extras = {}
+    for side in ("positive", "negative"):
+        d = {}
+        if fam.pooled_dim:
+            d["pooled_output"] = torch.randn(1, fam.pooled_dim, generator=g)
+        if fam.tiny == "wan_vace":  # VACE control video: 16 latent + 16 inactive channels, 8x8 mask cells
+            d["vace_frames"] = [torch.randn(1, 32, *fam.latent[2:], generator=g)]
+            d["vace_mask"] = [torch.ones(1, 64, *fam.latent[2:])]
+        extras[side] = d
+    pos, neg = conds(fam.tiny, seed, tokens=TEXT_TOKENS, **extras)
+    for c in (pos, neg):
+        c[0][0] = torch.randn(1, TEXT_TOKENS, fam.text_dim, generator=g)
+    return pos, neg
+
+
+def image_tokens(fam: Family) -> int:
+    return math.prod(fam.latent[2:]) // math.prod(fam.patch)
+
+
+def auto_preset(fam: Family, model, steps: int) -> str:
+    from comfyui_magcache.model_patches import resolve
+
+    spec, _ = resolve("auto", model.model.diffusion_model)
+    args = {"x": torch.zeros(fam.latent), "transformer_options": {"sample_sigmas": torch.linspace(1, 0, steps + 1)}}
+    return spec.auto_preset(model.model.diffusion_model, args.get)
+
+
+# -- instrumentation ------------------------------------------------------------------------------
+
+class Probe:
+    """DIFFUSION_MODEL wrapper on the MagCache variant: which calls skipped the blocks (the run
+    state's computed-call counter did not move), the residual bytes the run state holds after each
+    call, and weak references to the run and its residuals, to check they are released."""
+
+    def __init__(self):
+        self.skipped: list[bool] = []
+        self.layouts: set = set()
+        self.held_bytes = 0
+        self.refs: list = []
+        self.released_at_end = True  # every run so far: run state and residuals dead when sampling returned
+
+    def reset(self):
+        self.__init__()
+
+    def after_run(self) -> None:
+        self.released_at_end = self.released_at_end and self.released()
+
+    def __call__(self, executor, *args, **kwargs):
+        from comfyui_magcache.model_patches.engine import RUN_KEY
+
+        to = next((d for d in (kwargs.get("transformer_options"), *args) if isinstance(d, dict) and RUN_KEY in d), None)
+        run = to[RUN_KEY] if to is not None else None
+        before = run.state.computed_calls if run is not None else 0
+        out = executor(*args, **kwargs)
+        if run is not None:
+            self.skipped.append(run.state.computed_calls == before)
+            self.layouts.add(tuple(to.get("cond_or_uncond") or ()))
+            self.note(run)
+        return out
+
+    def note(self, run) -> None:
+        tensors = [st.residual for st in run.state.branches.values() if st.residual is not None]
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+        self.held_bytes = max(self.held_bytes, sum(storages.values()))
+        bases = [t._base for t in tensors if t._base is not None]
+        self.refs = [weakref.ref(o) for o in (run, run.state, *tensors, *bases)]
+
+    def released(self) -> bool:
+        return bool(self.refs) and all(r() is None for r in self.refs)
+
+
+def with_probe(model, probe: Probe):
+    from comfy.patcher_extension import WrappersMP
+
+    model = model.clone()
+    model.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, "magcache_benchmark", probe)
+    return model
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Memory:
+    """Process RSS (CPU: coarse) or the CUDA allocator (GPU) around one run."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def start(self) -> dict:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return {"allocated": torch.cuda.memory_allocated(self.device)}
+        try:  # Linux: reset the RSS high-water mark for this process
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+        return {"rss": rss()}
+
+    def stop(self, before: dict) -> dict:
+        if self.device.type == "cuda":
+            return {"peak_extra": torch.cuda.max_memory_allocated(self.device) - before["allocated"],
+                    "after_extra": torch.cuda.memory_allocated(self.device) - before["allocated"]}
+        peak = rss_peak()
+        return {"peak_extra": peak - before["rss"] if peak else None, "after_extra": rss() - before["rss"]}
+
+
+def rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def rss_peak():
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+@dataclass
+class RunResult:
+    seconds: float
+    step_seconds: list
+    latent: torch.Tensor = field(repr=False)
+    memory: dict
+    log: list
+
+
+def timed_run(model, fam, pos, neg, steps, device, messages, seed=42) -> RunResult:
+    """One sampling run: wall time, per-step times from the sampler callback, memory, log lines."""
+    marks = []
+
+    def on_step(step, x0, x, total):
+        sync(device)
+        marks.append(time.perf_counter())
+
+    mem = Memory(device)
+    n_log = len(messages)
+    gc.collect()
+    before = mem.start()
+    sync(device)
+    t0 = time.perf_counter()
+    latent = sample(model, pos, neg, seed=seed, steps=steps, cfg=fam.cfg, latent_shape=fam.latent, callback=on_step)
+    sync(device)
+    seconds = time.perf_counter() - t0
+    memory = mem.stop(before)
+    steps_s = [b - a for a, b in zip([t0] + marks[:-1], marks)]
+    return RunResult(seconds, steps_s, latent, memory, messages[n_log:])
+
+
+def interleaved(variants: dict, run, repeats: int) -> dict:
+    """Run every variant `repeats` times, A B C D then D C B A, ...; {name: [RunResult, ...]}."""
+    out = {name: [] for name in variants}
+    order = list(variants)
+    for r in range(repeats):
+        for name in (order if r % 2 == 0 else order[::-1]):
+            out[name].append(run(variants[name]))
+    return out
+
+
+# -- figures --------------------------------------------------------------------------------------
+
+def best(results: list) -> RunResult:
+    return min(results, key=lambda r: r.seconds)
+
+
+def median_step(results: list) -> float:
+    return statistics.median(s for r in results for s in r.step_seconds)
+
+
+def difference(a: torch.Tensor, b: torch.Tensor) -> dict:
+    a, b = a.double().cpu(), b.double().cpu()
+    mse = float(((a - b) ** 2).mean())
+    rel = float((a - b).norm() / a.norm())
+    psnr = 10 * math.log10(float(a.max() - a.min()) ** 2 / mse) if mse > 0 else math.inf
+    return {"rel_l2": rel, "psnr_db": psnr, "identical": bool(torch.equal(a, b))}
+
+
+def skipped_from_log(lines: list) -> tuple[int, int] | None:
+    for line in lines:
+        if line.startswith("MagCache: skipped ") and "/" in line.split()[2]:
+            done, total = line.split()[2].split("/")
+            return int(done), int(total)
+    return None
+
+
+def family_figures(fam, steps, settings, runs, probe, device) -> dict:
+    plain, magc = best(runs["plain"]), best(runs["magcache"])
+    skipped, _ = skipped_from_log(magc.log) or (0, steps)
+    ideal = steps / (steps - skipped)
+    speedup = plain.seconds / magc.seconds
+    branches = 2 if fam.cfg > 1 else 1
+    flags = probe.skipped[-steps:]  # the last run's calls (one per step: cfg 1 or batched CFG)
+    computed = [s for s, f in zip(magc.step_seconds, flags) if not f]
+    skipped_steps = [s for s, f in zip(magc.step_seconds, flags) if f]
+    return {
+        "steps": steps, "cfg": fam.cfg, "settings": dict(zip(("thresh", "retention", "K"), settings)),
+        "seconds": {name: [r.seconds for r in rs] for name, rs in runs.items()},
+        "median_step_seconds": {name: median_step(rs) for name, rs in runs.items()},
+        "overhead_windowed": best(runs["windowed"]).seconds / plain.seconds,
+        "overhead_windowed_per_step": median_step(runs["windowed"]) / median_step(runs["plain"]),
+        "overhead_decision": best(runs["decision"]).seconds / plain.seconds,
+        "overhead_decision_per_step": median_step(runs["decision"]) / median_step(runs["plain"]),
+        "skipped": skipped, "skipped_by_probe": sum(flags),
+        "skipped_steps": [i for i, f in enumerate(flags) if f],
+        "call_layouts": sorted(probe.layouts),
+        "speedup": speedup, "ideal_speedup": ideal, "efficiency": speedup / ideal,
+        "skipped_step_cost": (statistics.median(skipped_steps) / statistics.median(computed)
+                              if skipped_steps and computed else None),
+        "residual_bytes_expected": branches * image_tokens(fam) * fam.hidden * 4,  # fp32 models
+        "residual_bytes_held": probe.held_bytes,
+        "run_state_released": probe.released_at_end,  # checked right after each MagCache run, no gc
+        "run_state_released_after_gc": probe.released(),
+        "memory": {name: best(rs).memory for name, rs in runs.items()},
+        "windowed_identical": difference(plain.latent, best(runs["windowed"]).latent)["identical"],
+        "decision_identical": difference(plain.latent, best(runs["decision"]).latent)["identical"],
+        "output_difference": difference(plain.latent, magc.latent),
+        "step_seconds": {"plain": plain.step_seconds, "magcache": magc.step_seconds},
+        "log": magc.log,
+    }
+
+
+# -- one family -----------------------------------------------------------------------------------
+
+def bench_family(name: str, opts, nodes, messages, device) -> tuple[dict, dict]:
+    fam = FAMILIES[name]
+    model = build(fam, device)
+    params = sum(p.numel() for p in model.model.diffusion_model.parameters())
+    pos, neg = conditioning(fam)
+    from comfyui_magcache.magcache import get_preset
+
+    preset = get_preset(fam.preset)
+    steps = opts.steps or preset.steps
+    picked = auto_preset(fam, model, steps)
+    if picked != fam.preset:
+        raise RuntimeError(f"{name}: 'auto' picks {picked}, the benchmark expects {fam.preset}")
+    thresh, retention, K = settings = preset.recommended
+
+    def magcache(k=K, start=0, m=model):
+        return nodes.MagCache.execute(m, "auto", thresh, retention, k, start, -1).result[0]
+
+    probe = Probe()
+    variants = {"plain": model, "windowed": magcache(start=steps + 1), "decision": magcache(k=0),
+                "magcache": with_probe(magcache(), probe)}
+    print(f"\n[{name}] {type(model.model.diffusion_model).__name__}, {params / 1e6:.1f}M params, "
+          f"{image_tokens(fam)} image tokens, euler {steps} steps, cfg {fam.cfg}, preset {fam.preset} "
+          f"{thresh}/{retention}/{K}", flush=True)
+    with torch.inference_mode():
+        for m in variants.values():  # warm-up: first-call costs (allocations, kernels) out of the timings
+            timed_run(m, fam, pos, neg, min(WARMUP_STEPS, steps), device, messages)
+        probe.reset()
+        def run(m):
+            result = timed_run(m, fam, pos, neg, steps, device, messages)
+            if m is variants["magcache"]:
+                probe.after_run()
+            return result
+
+        runs = interleaved(variants, run, opts.repeats)
+        gc.collect()
+        figures = family_figures(fam, steps, settings, runs, probe, device)
+        figures.update(params=params, model_class=type(model.model.diffusion_model).__name__,
+                       image_tokens=image_tokens(fam), text_tokens=TEXT_TOKENS, preset=fam.preset)
+        compiled = bench_compile(fam, model, magcache, steps, opts, device, messages, pos, neg) \
+            if name in opts.compile_families else None
+    return figures, compiled
+
+
+def dynamo_counts() -> tuple[int, int]:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"], sum(counters["recompiles"].values())
+
+
+def bench_compile(fam, model, magcache, steps, opts, device, messages, pos, neg) -> dict:
+    """CompileModel (inductor, default mode): compile time and steady speed vs eager, +/- MagCache."""
+    from comfyui_magcache import nodes
+
+    compiled = nodes.CompileModel.execute(model, "default", "inductor", False, False).result[0]
+    variants = {"eager": model, "compiled": compiled, "eager_magcache": magcache(),
+                "compiled_magcache": magcache(m=compiled)}
+    run = lambda m: timed_run(m, fam, pos, neg, steps, device, messages)  # noqa: E731
+    graphs0 = dynamo_counts()
+    first = {"compiled": run(compiled), "compiled_magcache": run(variants["compiled_magcache"])}
+    graphs1 = dynamo_counts()
+    runs = interleaved(variants, run, opts.repeats)
+    graphs2 = dynamo_counts()
+    t = {k: best(v).seconds for k, v in runs.items()}
+    out = {
+        "steps": steps, "seconds": {k: [r.seconds for r in v] for k, v in runs.items()},
+        "first_run_seconds": {k: r.seconds for k, r in first.items()},
+        "compile_seconds": first["compiled"].seconds - t["compiled"],
+        "compile_seconds_magcache_after": first["compiled_magcache"].seconds - t["compiled_magcache"],
+        "speedup_compiled_vs_eager": t["eager"] / t["compiled"],
+        "speedup_compiled_vs_eager_magcache": t["eager_magcache"] / t["compiled_magcache"],
+        "speedup_compiled_magcache_vs_eager_plain": t["eager"] / t["compiled_magcache"],
+        "graphs_compiled": graphs1[0] - graphs0[0], "recompiles_first_runs": graphs1[1] - graphs0[1],
+        "new_graphs_steady": graphs2[0] - graphs1[0], "recompiles_steady": graphs2[1] - graphs1[1],
+        "max_abs_diff_compiled_vs_eager": float((best(runs["compiled"]).latent - best(runs["eager"]).latent)
+                                                .abs().max()),
+    }
+    print(f"  compile: {out['compile_seconds']:.1f} s, steady compiled vs eager {out['speedup_compiled_vs_eager']:.2f}x"
+          f", with MagCache {out['speedup_compiled_vs_eager_magcache']:.2f}x", flush=True)
+    return out
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+def mib(n) -> str:
+    return "-" if n is None else f"{n / 2 ** 20:.2f}"
+
+
+def mark(value: float, target: float, at_most: bool) -> str:
+    ok = value <= target if at_most else value >= target
+    return f"{value:.3f}{'' if ok else ' MISS'}"
+
+
+def table(results: dict, compiled: dict) -> str:
+    head = (f"{'family':<14}{'N':>4}{'skip':>6}{'ovh win':>10}{'ovh dec':>10}{'speedup':>9}{'ideal':>7}"
+            f"{'eff':>10}{'skip cost':>10}{'resid exp/held MiB':>20}{'released':>9}{'rel L2':>8}{'PSNR':>7}")
+    lines = [head, "-" * len(head)]
+    for name, r in results.items():
+        lines.append(
+            f"{name:<14}{r['steps']:>4}{r['skipped']:>6}"
+            f"{mark(r['overhead_windowed'], TARGETS['overhead'], True):>10}"
+            f"{mark(r['overhead_decision'], TARGETS['overhead'], True):>10}"
+            f"{r['speedup']:>8.2f}x{r['ideal_speedup']:>6.2f}x"
+            f"{mark(r['efficiency'], TARGETS['efficiency'], False):>10}"
+            f"{(r['skipped_step_cost'] or 0):>10.3f}"
+            f"{mib(r['residual_bytes_expected']) + ' / ' + mib(r['residual_bytes_held']):>20}"
+            f"{'yes' if r['run_state_released'] else 'NO':>9}"
+            f"{r['output_difference']['rel_l2']:>8.4f}{r['output_difference']['psnr_db']:>7.1f}")
+    if compiled:
+        head = (f"{'CompileModel':<14}{'N':>4}{'compile s':>11}{'compiled/eager':>16}{'+MagCache':>11}"
+                f"{'both vs plain eager':>21}{'new graphs/recompiles after 1st run':>38}")
+        lines += ["", head, "-" * len(head)]
+        for name, c in compiled.items():
+            lines.append(f"{name:<14}{c['steps']:>4}{c['compile_seconds']:>11.1f}"
+                         f"{c['speedup_compiled_vs_eager']:>15.2f}x{c['speedup_compiled_vs_eager_magcache']:>10.2f}x"
+                         f"{c['speedup_compiled_magcache_vs_eager_plain']:>20.2f}x"
+                         f"{str(c['new_graphs_steady']) + ' / ' + str(c['recompiles_steady']):>38}")
+    return "\n".join(lines)
+
+
+LEGEND = """ovh win: wall time with the node applied but caching windowed off / plain (target <= 1.01)
+ovh dec: wall time at K 0 (decides every step, skips none) / plain (target <= 1.01)
+speedup: plain / MagCache at the recommended settings; ideal = N / (N - skip); eff = speedup / ideal (target >= 0.95)
+skip cost: median wall time of a skipped step / of a computed step (embeddings, final layer, sampler)
+resid: residual memory expected (one per CFG branch: tokens x hidden x 4 B) / held by the run state;
+released: run state and residuals unreachable after sampling. rel L2, PSNR dB: final latent vs plain
+(random weights: a sanity figure, not quality). MISS: target missed."""
+
+
+def plot_steps(name: str, r: dict, path: Path) -> None:
+    """Per-step wall time, plain (gray) next to MagCache (blue computed, red skipped)."""
+    from PIL import Image, ImageDraw
+
+    W, H, L, R, T, B = 960, 420, 70, 20, 40, 70
+    plain, magc = r["step_seconds"]["plain"], r["step_seconds"]["magcache"]
+    skipped = set(r["skipped_steps"])
+    n = len(plain)
+    top = max(plain + magc) * 1.1 or 1.0
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    slot = (W - L - R) / max(n, 1)
+    y = lambda v: T + (H - T - B) * (1 - v / top)  # noqa: E731
+    d.rectangle((L, T, W - R, H - B), outline=(0, 0, 0))
+    for k in range(5):
+        v = top * k / 4
+        d.line((L, y(v), W - R, y(v)), fill=(230, 230, 230))
+        d.text((6, y(v) - 6), f"{v:.3f} s", fill=(0, 0, 0))
+    for i in range(n):
+        x = L + i * slot
+        d.rectangle((x + 1, y(plain[i]), x + slot / 2, H - B), fill=(170, 170, 170))
+        color = (214, 39, 40) if i in skipped else (31, 119, 180)
+        if i < len(magc):
+            d.rectangle((x + slot / 2, y(magc[i]), x + slot - 1, H - B), fill=color)
+        if i % max(1, n // 10) == 0:
+            d.text((x, H - B + 6), str(i), fill=(0, 0, 0))
+    s = r["settings"]
+    d.text((L, 10), f"{name}: wall time per step, euler {n} steps, cfg {r['cfg']:g}; MagCache {s['thresh']:g} / "
+                    f"{s['retention']:g} / {s['K']}: skipped {r['skipped']}/{n}, {r['speedup']:.2f}x "
+                    f"(ideal {r['ideal_speedup']:.2f}x)", fill=(0, 0, 0))
+    x = L
+    for text, color in (("plain", (170, 170, 170)), ("MagCache, computed", (31, 119, 180)),
+                        ("MagCache, skipped", (214, 39, 40))):
+        d.rectangle((x, H - 28, x + 12, H - 18), fill=color)
+        d.text((x + 16, H - 30), text, fill=(0, 0, 0))
+        x += 30 + 7 * len(text)
+    img.save(path)
+
+
+def jsonable(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return str(o)
+    if isinstance(o, dict):
+        return {str(k): jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [jsonable(v) for v in o]
+    return o
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+def parse(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated, from: {', '.join(FAMILIES)}")
+    ap.add_argument("--repeats", type=int, default=1, help="timed runs per variant (after a warm-up), interleaved")
+    ap.add_argument("--steps", type=int, default=0, help="override the presets' calibrated step counts")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out"), help="where benchmark.json and PNGs go")
+    ap.add_argument("--quick", action="store_true", help="smoke test: 8 steps, 1 repeat, flux and wan_t2v, "
+                                                         "no CompileModel (unless --compile-families is given)")
+    ap.add_argument("--compile-families", default=None,
+                    help=f"families to time with CompileModel (default {','.join(DEFAULT_COMPILE)}; 'none')")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all logical CPUs)")
+    opts = ap.parse_args(argv)
+    if opts.quick:
+        opts.steps = opts.steps or QUICK["steps"]
+        opts.repeats = QUICK["repeats"]
+        if opts.families == ap.get_default("families"):
+            opts.families = ",".join(QUICK["families"])
+        if opts.compile_families is None:
+            opts.compile_families = "none"
+    opts.families = [f for f in opts.families.split(",") if f]
+    compile_families = opts.compile_families or ",".join(DEFAULT_COMPILE)
+    opts.compile_families = [] if compile_families == "none" else compile_families.split(",")
+    unknown = [f for f in opts.families + opts.compile_families if f not in FAMILIES]
+    if unknown:
+        ap.error(f"unknown families: {', '.join(unknown)}; known: {', '.join(FAMILIES)}")
+    opts.compile_families = [f for f in opts.compile_families if f in opts.families]
+    return opts
+
+
+def main(argv=None) -> int:
+    opts = parse(argv)
+    if COMFYUI is None:
+        print("No ComfyUI found: set COMFYUI_PATH to a ComfyUI (v0.8.0) checkout.", file=sys.stderr)
+        return 2
+    device = torch.device("cuda" if opts.device == "cuda" or (opts.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    torch.set_num_threads(opts.threads or os.cpu_count() or 1)
+    setup(device)
+    import comfyui_magcache.nodes as nodes
+
+    messages = capture_log()
+    info = machine(device)
+    print(machine_line(info))
+    print(f"families: {', '.join(opts.families)}; repeats {opts.repeats}; steps "
+          f"{opts.steps or 'preset'}; CompileModel: {', '.join(opts.compile_families) or 'none'}", flush=True)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    results, compiled = {}, {}
+    for name in opts.families:
+        results[name], c = bench_family(name, opts, nodes, messages, device)
+        if c is not None:
+            compiled[name] = c
+        plot_steps(name, results[name], out / f"{name}_steps.png")
+        r = results[name]
+        print(f"  skipped {r['skipped']}/{r['steps']}, speed-up {r['speedup']:.2f}x (ideal {r['ideal_speedup']:.2f}x), "
+              f"overhead {r['overhead_windowed']:.3f} / {r['overhead_decision']:.3f}", flush=True)
+    total = time.perf_counter() - t0
+    print("\n" + table(results, compiled) + "\n\n" + LEGEND)
+    print(f"\n{machine_line(info)}\ntotal run time {total / 60:.1f} min")
+    report = {"machine": info, "argv": sys.argv[1:], "options": {k: v for k, v in vars(opts).items() if k != "out"},
+              "targets": TARGETS, "total_seconds": total, "families": results, "compile": compiled,
+              "definitions": LEGEND}
+    (out / "benchmark.json").write_text(json.dumps(jsonable(report), indent=1))
+    print(f"wrote {out / 'benchmark.json'} and {len(results)} per-step plots ({out}/<family>_steps.png)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
