@@ -304,6 +304,8 @@ class RunResult:
     latent: torch.Tensor = field(repr=False)
     memory: dict
     log: list
+    cpu_share: float  # process CPU time / (wall time x torch threads): below ~0.8, something else used the CPUs
+    load: float  # 1-minute load average at the end of the run
 
 
 def timed_run(model, fam, pos, neg, steps, device, messages, seed=42) -> RunResult:
@@ -319,13 +321,21 @@ def timed_run(model, fam, pos, neg, steps, device, messages, seed=42) -> RunResu
     gc.collect()
     before = mem.start()
     sync(device)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     latent = sample(model, pos, neg, seed=seed, steps=steps, cfg=fam.cfg, latent_shape=fam.latent, callback=on_step)
     sync(device)
     seconds = time.perf_counter() - t0
+    cpu_share = (time.process_time() - cpu0) / (seconds * torch.get_num_threads())
     memory = mem.stop(before)
     steps_s = [b - a for a, b in zip([t0] + marks[:-1], marks)]
-    return RunResult(seconds, steps_s, latent, memory, messages[n_log:])
+    return RunResult(seconds, steps_s, latent, memory, messages[n_log:], cpu_share, load_average())
+
+
+def load_average() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
 
 
 def interleaved(variants: dict, run, repeats: int) -> dict:
@@ -392,6 +402,8 @@ def family_figures(fam, steps, settings, runs, probe, device) -> dict:
         "run_state_released": probe.released_at_end,  # checked right after each MagCache run, no gc
         "run_state_released_after_gc": probe.released(),
         "memory": {name: best(rs).memory for name, rs in runs.items()},
+        "cpu_share": {name: [r.cpu_share for r in rs] for name, rs in runs.items()},
+        "load_average": {name: [r.load for r in rs] for name, rs in runs.items()},
         "windowed_identical": difference(plain.latent, best(runs["windowed"]).latent)["identical"],
         "decision_identical": difference(plain.latent, best(runs["decision"]).latent)["identical"],
         "output_difference": difference(plain.latent, magc.latent),

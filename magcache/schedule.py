@@ -101,6 +101,11 @@ def placement(sigmas, model_sigmas) -> tuple[int, int]:
     top = len(table) - 1
     offset = max(0, round((top - pos[0]) / spacing))
     tail = 0
-    if sigmas[-1] > 0:  # the run stops before the end: count the steps a full schedule still has
-        tail = max(0, round((pos[-1] - (spacing - 1)) / spacing)) + 1
+    if sigmas[-1] > 0:
+        # Entries of the full schedule still below the run's last sigma (its last non-zero entry
+        # sits one spacing above the bottom). Below that the run did reach the end: some samplers
+        # (uni_pc) end at a small sigma instead of 0.
+        below = (pos[-1] - (spacing - 1)) / spacing
+        if below >= -0.5:
+            tail = max(0, round(below)) + 1
     return offset, offset + steps + tail

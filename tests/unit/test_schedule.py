@@ -95,6 +95,15 @@ def test_two_expert_halves_and_denoise_runs_are_placed_in_the_full_schedule():
     assert (denoise.offset, denoise.total) == (20, 40)
 
 
+def test_a_schedule_ending_at_a_small_sigma_is_complete():
+    table = flow_table()
+    sigmas = simple(table, 12)
+    sigmas[-1] = 0.001  # uni_pc ends at a small sigma instead of 0
+    assert Schedule.from_values(sigmas, table).total == 12
+    high = simple(table, 12)[:7]  # ...while a run that stops mid-schedule still counts what is left
+    assert Schedule.from_values(high, table).total == 12
+
+
 def test_without_the_model_table_a_run_is_its_own_schedule():
     sched = Schedule.from_values(simple(flow_table(), 20)[10:])
     assert (sched.offset, sched.total) == (0, 10)
