@@ -183,9 +183,11 @@ class MagCacheCalibration(io.ComfyNode):
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "comfyui_version": comfyui_version()}
             path = save_profile(directory, name, result, meta)
-            config = MagCacheConfig(*(get_preset(meta["reference"]).recommended if meta["reference"] else (0.06,)))
-            picture = plot_calibration(result, config, get_preset(meta["reference"]) if meta["reference"] else None,
-                                       title=f"MagCache calibration '{name}': {spec.name}, {result.steps} steps")
+            reference_table = get_preset(meta["reference"]) if meta["reference"] else None
+            config = MagCacheConfig(*reference_table.recommended) if reference_table else MagCacheConfig()
+            picture = plot_calibration(result, config, reference_table,
+                                       title=f"MagCache calibration '{name}': {spec.name}, {result.steps} steps",
+                                       round_half_up=spec.retention_round_half_up)
             from PIL import Image
 
             Image.fromarray(picture).save(path.with_suffix(".png"))
