@@ -6,7 +6,6 @@ import os
 from datetime import datetime, timezone
 
 import folder_paths
-import numpy as np
 import torch
 from comfy_api.latest import ComfyExtension, io
 

@@ -55,7 +55,6 @@ import argparse
 import contextlib
 import gc
 import json
-import logging
 import math
 import os
 import platform
@@ -73,7 +72,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import torch  # noqa: E402
 
 from conftest import COMFYUI, load_pack  # noqa: E402  (finds ComfyUI, loads this pack as a package)
-from tiny_comfy import conds, sample, setup_comfy, tiny_model  # noqa: E402
+from tiny_comfy import capture_log, conds, sample, setup_comfy, tiny_model  # noqa: E402
 
 TEXT_TOKENS = 64
 WARMUP_STEPS = 2
@@ -161,18 +160,6 @@ def setup(device: torch.device) -> None:
         import comfy.model_management  # noqa: F401
     setup_comfy(COMFYUI, sdpa=True)
     load_pack()
-
-
-def capture_log() -> list[str]:
-    """The 'MagCache' logger's messages, kept off stdout (the table reports them)."""
-    messages: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: messages.append(record.getMessage())
-    logger = logging.getLogger("MagCache")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    return messages
 
 
 # -- models and conditioning ----------------------------------------------------------------------

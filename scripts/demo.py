@@ -6,7 +6,6 @@ machine's CPU, through comfy.sample. Prints skipped steps, wall-time ratio and o
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import sys
@@ -19,7 +18,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import torch  # noqa: E402
 
 from conftest import COMFYUI, load_pack  # noqa: E402  (finds ComfyUI, loads this pack as a package)
-from tiny_comfy import flux_conds, sample, setup_comfy, tiny_flux  # noqa: E402
+from tiny_comfy import capture_log, flux_conds, sample, setup_comfy, tiny_flux  # noqa: E402
 
 MID_FLUX = dict(hidden_size=512, num_heads=8, axes_dim=[16, 24, 24], depth=4, depth_single_blocks=8,
                 context_in_dim=512, vec_in_dim=256)
@@ -41,13 +40,7 @@ def main() -> int:
     load_pack()
     import comfyui_magcache.nodes as nodes
 
-    messages = []
-    handler = logging.Handler()
-    handler.emit = lambda record: messages.append(record.getMessage())
-    logger = logging.getLogger("MagCache")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    messages = capture_log()
 
     torch.set_num_threads(os.cpu_count() or 1)
     model = tiny_flux(seed=0, **MID_FLUX)

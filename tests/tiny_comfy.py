@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.machinery
+import logging
 import sys
 import types
 from pathlib import Path
@@ -186,3 +187,15 @@ def skipped_steps(log, branch: int) -> list[int]:
     seen = {s for s, cou in log["model"] if branch in cou}
     computed = {s for s, cou in log["block0"] if branch in cou}
     return sorted(seen - computed)
+
+
+def capture_log() -> list[str]:
+    """The 'MagCache' logger's messages, collected in a list and kept off stdout."""
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("MagCache")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return messages
