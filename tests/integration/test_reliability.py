@@ -141,6 +141,26 @@ def test_case5_batch_and_resolution_changes_between_runs_start_fresh(comfy):
         assert skipped(calls, COND) == rule(12)[COND]
 
 
+def test_case5_a_dtype_change_between_runs_starts_fresh(comfy):
+    def bf16(m):
+        m = m.clone()
+        m.set_model_compute_dtype(torch.bfloat16)  # the same model, computing in another dtype
+        return m
+
+    pos, neg = conds("wan_t2v")
+    shape = TINY["wan_t2v"][2]
+    patched = magcache(comfy, tiny_model("wan_t2v"))
+    runs = [(patched, lambda: magcache(comfy, tiny_model("wan_t2v"))),
+            (bf16(patched), lambda: bf16(magcache(comfy, tiny_model("wan_t2v")))),
+            (patched, lambda: magcache(comfy, tiny_model("wan_t2v")))]
+    outs = []
+    for model, fresh in runs:
+        out = sample(model, pos, neg, seed=9, steps=12, latent_shape=shape)
+        assert torch.equal(out, sample(fresh(), pos, neg, seed=9, steps=12, latent_shape=shape))
+        outs.append(out)
+    assert not torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
 def test_case5_separate_cond_uncond_calls_keep_their_own_residuals(comfy):
     model = tiny_model("flux")
     ref_latent = torch.randn(1, 16, 16, 16, generator=torch.Generator().manual_seed(1))

@@ -88,6 +88,9 @@ def test_a_residual_of_another_shape_is_dropped_never_broadcast():
     assert state.residual(C) is None
     state.store(C, torch.zeros(1, 4, 3))
     assert not state.fits(C, torch.zeros(1, 4, 3, dtype=torch.float64))
+    state.store(C, torch.zeros(1, 4, 3))
+    assert not state.fits(C, torch.zeros(1, 4, 3, device="meta"))  # another device
+    assert state.residual(C) is None
 
 
 def test_degenerate_schedule_disables_the_run_with_one_warning(caplog):
