@@ -188,7 +188,9 @@ class CachedBlock:
             res = [state.residual(k) for k in keys]
             call.skip_out = img + (res[0] if len(res) == 1 else torch.cat(res))
         else:
-            call.head_in = img.clone()  # blocks update their input in place (Flux: img += ...)
+            # blocks update their input in place (Flux: img += ...); contiguous so the residual
+            # arithmetic does not mix layouts with the blocks' contiguous outputs (Wan passes a transposed view)
+            call.head_in = img.clone(memory_format=torch.contiguous_format)
 
     @staticmethod
     def finish(run: Run, call: Call, img_out: torch.Tensor) -> None:
