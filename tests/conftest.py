@@ -3,8 +3,10 @@
 The pack is loaded as a package named `comfyui_magcache`, the way ComfyUI loads a custom node
 folder, so its relative imports work whatever the checkout's folder is called.
 
-The integration layer needs a ComfyUI checkout (v0.8.0): $COMFYUI_PATH, or the ComfyUI that holds
-this pack in its custom_nodes/. Without one, integration tests skip with a one-line reason."""
+The integration layer needs a ComfyUI source tree: $COMFYUI_PATH, or the ComfyUI that holds this pack
+in its custom_nodes/. Without one, integration tests skip with a one-line reason, unless
+MAGCACHE_REQUIRE_COMFYUI=1 (set by scripts/comfyui.py, the README's test command): then a missing
+ComfyUI is an error, so a run that was meant to test ComfyUI cannot pass by skipping it."""
 from __future__ import annotations
 
 import importlib.util
@@ -42,6 +44,8 @@ def find_comfyui() -> Path | None:
 
 
 COMFYUI = find_comfyui()
+if COMFYUI is None and os.environ.get("MAGCACHE_REQUIRE_COMFYUI") == "1":
+    raise pytest.UsageError("MAGCACHE_REQUIRE_COMFYUI=1 but no ComfyUI tree: set COMFYUI_PATH")
 load_pack()
 
 
@@ -50,7 +54,7 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    reason = "no ComfyUI checkout: set COMFYUI_PATH to a ComfyUI v0.8.0 folder to run the integration layer"
+    reason = "no ComfyUI checkout: set COMFYUI_PATH, or run `python scripts/comfyui.py test`"
     slow = os.environ.get("MAGCACHE_SLOW") == "1"
     for item in items:
         if "slow" in item.keywords and not slow:

@@ -4,10 +4,8 @@ Nothing of ComfyUI is copied: its own classes are built with small configs and r
 from __future__ import annotations
 
 import contextlib
-import importlib.machinery
 import logging
 import sys
-import types
 from pathlib import Path
 
 import torch
@@ -21,16 +19,16 @@ def setup_comfy(path: Path, sdpa: bool = False) -> None:
     """Make `import comfy` work in library mode on CPU (sdpa: PyTorch attention, faster on mid-size models)."""
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
-    try:
-        import torchvision  # noqa: F401
-    except Exception:
-        # PyPI torchvision does not load beside torch's CPU wheel; ComfyUI only imports it at module
-        # level on paths these tests never call (cosmos, cascade). An empty stand-in is enough.
-        for name in ("torchvision", "torchvision.transforms"):
-            mod = types.ModuleType(name)
-            mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
-            sys.modules[name] = mod
-        sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
+    for name in ("torchvision", "torchaudio"):
+        try:
+            __import__(name)
+        except Exception:
+            # No wheel of it loads beside torch's CPU build; ComfyUI imports it at module level on
+            # paths MagCache never runs. The stand-ins import, and raise if anything uses them.
+            standins = str(Path(__file__).resolve().parents[1] / "scripts" / "standins")
+            if standins not in sys.path:
+                sys.path.append(standins)
+            sys.modules.pop(name, None)
     from comfy.cli_args import args
     args.cpu = True  # before comfy.model_management is imported
     args.use_pytorch_cross_attention = args.use_pytorch_cross_attention or sdpa

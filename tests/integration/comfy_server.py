@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+STANDINS = ROOT / "scripts" / "standins"
 
 # Test-only nodes: conditioning without text encoders, decoding without a VAE, VACE conditioning
 # without a VAE. Written into the temporary custom_nodes, never part of the pack.
@@ -83,9 +84,6 @@ class MagCacheTestVaceToVideo:
 NODE_CLASS_MAPPINGS = {n.__name__: n for n in (MagCacheTestConditioning, MagCacheTestDecode, MagCacheTestVaceToVideo)}
 '''
 
-TORCHVISION_STUB = {"torchvision/__init__.py": "", "torchvision/transforms.py": ""}
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -119,18 +117,13 @@ class ComfyServer:
         from PIL import Image
 
         Image.new("RGB", (64, 64), (120, 160, 200)).save(self.base / "input" / "example.png")
-        stub = self.base / "stubs"
-        try:  # torchvision only where the installed one cannot be imported (CPU torch wheels)
-            subprocess.run([sys.executable, "-c", "import torchvision"], check=True, capture_output=True)
-        except subprocess.CalledProcessError:
-            for rel, text in TORCHVISION_STUB.items():
-                (stub / rel).parent.mkdir(parents=True, exist_ok=True)
-                (stub / rel).write_text(text)
 
     def start(self, timeout: float = 180.0) -> "ComfyServer":
         env = dict(os.environ)
-        if (self.base / "stubs").is_dir():
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.base / "stubs"), env.get("PYTHONPATH")]))
+        missing = [m for m in ("torchvision", "torchaudio")
+                   if subprocess.run([sys.executable, "-c", f"import {m}"], capture_output=True).returncode]
+        if missing:  # no wheel loads beside the CPU torch: the stand-ins (scripts/standins)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(STANDINS)]))
         cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--base-directory", str(self.base), "--disable-auto-launch", "--use-pytorch-cross-attention"]
         self._log = open(self.log_path, "w")
