@@ -122,21 +122,37 @@ def branch_keys(transformer_options: dict) -> tuple:
     return tuple((int(c), u if u is not None else i) for i, (c, u) in enumerate(zip(cou, uuids)))
 
 
-def image_tokens(x: torch.Tensor, group: BlockGroup, n: int) -> torch.Tensor:
-    if group.image_tokens == "last":
-        return x[:, x.shape[1] - n:]
-    if group.image_tokens == "first":
-        return x[:, :n]
-    return x
+def image_slice(group: BlockGroup, to: dict, total: int, n_img: int) -> Optional[slice]:
+    """Where the n_img image tokens the head saw sit among the `total` tokens of this group's stream.
+
+    ComfyUI's word first: `transformer_options["img_slice"]` ([start, end]) where it writes one
+    (Flux, Chroma, HunyuanVideo since ComfyUI 0.33 put it before their single blocks); otherwise the
+    spec's layout for older versions. The token counts must add up, or None: the layout is not
+    established and no residual may be measured or applied on it."""
+    if group.image_tokens == "all":
+        return slice(0, total) if total == n_img else None
+    given = to.get("img_slice")
+    if given is not None:
+        try:
+            start, end = int(given[0]), int(given[1])
+        except (TypeError, ValueError, IndexError):
+            return None
+    elif group.image_tokens == "last":
+        start, end = total - n_img, total
+    else:
+        start, end = 0, n_img
+    return slice(start, end) if 0 <= start and end <= total and end - start == n_img else None
 
 
-def with_image_tokens(x: torch.Tensor, group: BlockGroup, img: torch.Tensor) -> torch.Tensor:
-    n = img.shape[1]
-    if group.image_tokens == "last":
-        return torch.cat((x[:, :x.shape[1] - n], img), dim=1)
-    if group.image_tokens == "first":
-        return torch.cat((img, x[:, n:]), dim=1)
-    return img
+def with_image_tokens(x: torch.Tensor, where: slice, img: torch.Tensor) -> torch.Tensor:
+    if where.start == 0 and where.stop == x.shape[1]:
+        return img
+    return torch.cat((x[:, :where.start], img, x[:, where.stop:]), dim=1)
+
+
+def layout_problem(group: BlockGroup, to: dict, total: int, n_img: int) -> str:
+    return (f"cannot tell where the {n_img} image tokens are among the {total} tokens of the {group.kind} stream "
+            f"(img_slice {to.get('img_slice')!r}, expected layout '{group.image_tokens}')")
 
 
 class CachedBlock:
@@ -161,12 +177,21 @@ class CachedBlock:
         if call.active and call.skip:
             out = {k: args[k] for k in self.group.outputs}
             if self.is_tail:
-                out["img"] = with_image_tokens(args["img"], self.group, call.skip_out)
                 call.active = False
+                where = image_slice(self.group, to, args["img"].shape[1], call.n_img)
+                if where is None:  # not after a computed call of this branch confirmed the layout; never guess
+                    run.state.disable(layout_problem(self.group, to, args["img"].shape[1], call.n_img))
+                else:
+                    out["img"] = with_image_tokens(args["img"], where, call.skip_out)
             return out
         out = self.compute(args, extra)
         if self.is_tail and call.active:
-            self.finish(run, call, image_tokens(out["img"], self.group, call.n_img))
+            where = image_slice(self.group, to, out["img"].shape[1], call.n_img)
+            if where is None:
+                run.state.disable(layout_problem(self.group, to, out["img"].shape[1], call.n_img))
+                call.active, call.head_in = False, None
+            else:
+                self.finish(run, call, out["img"][:, where])
         return out
 
     @staticmethod

@@ -14,8 +14,10 @@ class BlockGroup:
     kind: the block kind in patches_replace["dit"] keys, e.g. "double_block".
     attr: the ModuleList attribute on the diffusion model, e.g. "double_blocks".
     outputs: the keys a replacement returns for this kind, e.g. ("img", "txt").
-    image_tokens: where the image tokens sit in args["img"]: "all" (image stream only),
-        "last" (text tokens first, then image: Flux single blocks) or "first" (image first).
+    image_tokens: where the image tokens sit in args["img"]: "all" (image stream only), or, for a
+        joint stream, the layout of ComfyUI versions that do not say it themselves: "last" (text
+        tokens first, then image: Flux single blocks) or "first" (image first: HunyuanVideo before
+        ComfyUI 0.33). Where ComfyUI writes transformer_options["img_slice"], that is used instead.
     skip_attr: optional attribute holding indices of this group that the model never runs
         (Chroma's skip_mmdit / skip_dit); those blocks are neither head nor tail.
     """

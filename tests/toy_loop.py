@@ -31,7 +31,11 @@ class ToySingle:
 
 
 class ToyFlux:
-    def __init__(self, n_double=2, n_single=3):
+    def __init__(self, n_double=2, n_single=3, image_first=False, img_slice=None):
+        """image_first: the single stream is image tokens, then text (HunyuanVideo before ComfyUI
+        0.33). img_slice: write transformer_options["img_slice"] as ComfyUI 0.33 does (True: the
+        true [start, end]; a callable: (txt_len, total) -> what to write)."""
+        self.image_first, self.img_slice = image_first, img_slice
         self.calls = Counter()
         self.double_blocks = [ToyDouble(i, self.calls) for i in range(n_double)]
         self.single_blocks = [ToySingle(i, self.calls) for i in range(n_single)]
@@ -63,7 +67,12 @@ class ToyFlux:
                 img, txt = block(img, txt)
             if control is not None:
                 img[:, :control.shape[1]] += control  # ControlNet adds in place between blocks
-        img = torch.cat((txt, img), 1)
+        img = torch.cat((img, txt) if self.image_first else (txt, img), 1)
+        start = 0 if self.image_first else txt.shape[1]
+        if self.img_slice is True:
+            to["img_slice"] = [start, start + n_img]
+        elif self.img_slice is not None:
+            to["img_slice"] = self.img_slice(txt.shape[1], img.shape[1])
         for i, block in enumerate(self.single_blocks):
             key = ("single_block", i)
             if key in reps:
@@ -72,7 +81,7 @@ class ToyFlux:
                 img = out["img"]
             else:
                 img = block(img)
-        img = img[:, txt.shape[1]:]
+        img = img[:, start:start + n_img]
         return self.final_layer(img)[:, :n_img]
 
 

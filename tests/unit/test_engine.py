@@ -147,3 +147,51 @@ def test_shape_change_mid_run_recomputes_instead_of_broadcasting():
               "cond_or_uncond": [1, 0], "uuids": ["u", "c"], engine.RUN_KEY: run}
         engine.diffusion_model_wrapper(Executor(model.forward), xs, txt, to)
     assert 6 not in run.state.branches[(COND, "c")].skipped_steps
+
+
+def image_first_spec():
+    """Flux's blocks with HunyuanVideo's old layout (image tokens first in the single stream)."""
+    from dataclasses import replace
+
+    from comfyui_magcache.model_patches.spec import BlockGroup
+
+    return replace(flux.SPEC, groups=(flux.SPEC.groups[0], BlockGroup("single_block", "single_blocks",
+                                                                      outputs=("img",), image_tokens="first")))
+
+
+def skipped_follow_head_plus_residual(model, outs, run, x):
+    skipped = set(run.state.branches[(COND, "uuid-0")].skipped_steps)
+    residual = None
+    for step, final_in in enumerate(model.final_inputs):
+        if step in skipped:
+            assert torch.equal(final_in, x + residual)
+        else:
+            residual = final_in - x
+    return skipped
+
+
+def test_the_img_slice_comfyui_writes_wins_over_the_specs_layout():
+    """ComfyUI 0.33 made HunyuanVideo's single stream text-first and says so in img_slice: the spec's
+    image-first layout (older versions) must not be used then."""
+    x, txt = inputs()
+    for model, spec in ((ToyFlux(img_slice=True), image_first_spec()),  # 0.33 HunyuanVideo
+                        (ToyFlux(image_first=True), image_first_spec()),  # v0.8.0 HunyuanVideo: no img_slice
+                        (ToyFlux(image_first=True, img_slice=True), flux.SPEC),
+                        (ToyFlux(img_slice=True), flux.SPEC)):
+        outs, run = sample(model, spec, FLAT, SIGMAS, x, txt)
+        assert run.state.disabled_reason is None
+        assert skipped_follow_head_plus_residual(model, outs, run, x)
+
+
+def test_a_layout_that_does_not_add_up_switches_caching_off_with_one_warning(caplog):
+    x, txt = inputs()
+    ref = [ToyFlux().forward(x, txt, {}) for _ in range(12)]
+    for bad in (lambda t, total: [0, total], lambda t, total: [t, total + 5], lambda t, total: "?"):
+        model, spec = ToyFlux(img_slice=bad), flux.SPEC
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="MagCache"):
+            outs, run = sample(model, spec, FLAT, SIGMAS, x, txt)
+        assert run.state.disabled_reason and "image tokens" in run.state.disabled_reason
+        assert not run.state.branches or not any(st.skipped_steps for st in run.state.branches.values())
+        assert sum("caching is off" in r.getMessage() for r in caplog.records) == 1
+        assert all(torch.equal(o, r) for o, r in zip(outs, ref))
