@@ -62,6 +62,23 @@ def compile_kwargs(mode: str, backend: str, fullgraph: bool, dynamic: bool, devi
     return {"backend": backend, "fullgraph": bool(fullgraph), "dynamic": bool(dynamic), "options": options}
 
 
+# ComfyUI attention paths that ask for free memory on every call (sub-quadratic, ComfyUI's CPU default,
+# and split, its low-memory option): inside a compiled block that query is a graph break, and the
+# figure it returns becomes a guarded constant that recompiles when free memory changes.
+MEMORY_QUERYING_ATTENTION = ("attention_sub_quad", "attention_split")
+
+
+def attention_for_compile(func, *args, **kwargs):
+    """The `optimized_attention_override` CompileModel sets on its clone (ours): the memory-querying
+    paths run as PyTorch's SDPA (the same attention, fused, and what ComfyUI uses by default on
+    CUDA), which compiles into the block's graph; every other attention function runs as chosen."""
+    if getattr(func, "__name__", "") in MEMORY_QUERYING_ATTENTION:
+        from comfy.ldm.modules.attention import attention_pytorch
+
+        return attention_pytorch(*args, **kwargs)
+    return func(*args, **kwargs)
+
+
 def block_paths(spec: FamilySpec, diffusion_model, prefix: str = "diffusion_model") -> list[str]:
     """Attribute paths (from the BaseModel) of every block to compile, extra block lists included."""
     paths = [f"{prefix}.{group.attr}.{i}" for group, i in spec.blocks(diffusion_model)]
@@ -89,8 +106,9 @@ def compile_wrapper(compiled: dict):
             for path, module in compiled.items():
                 originals[path] = comfy.utils.get_attr(model, path)
                 comfy.utils.set_attr(model, path, module)
+            cargs, ckwargs = with_compile_attention(args, kwargs)
             with grad:
-                return executor(*args, **kwargs)
+                return executor(*cargs, **ckwargs)
         except TorchDynamoException as e:
             broken["error"] = e
             log.warning("MagCache CompileModel: torch.compile failed (%s: %s); this model runs uncompiled",
@@ -102,6 +120,19 @@ def compile_wrapper(compiled: dict):
             return executor(*args, **kwargs)
 
     return wrapper
+
+
+def with_compile_attention(args: tuple, kwargs: dict) -> tuple:
+    """APPLY_MODEL's (args, kwargs) with attention_for_compile as the call's attention override,
+    unless another node set one (theirs wins). transformer_options is copied, never changed in place."""
+    pos = 5  # BaseModel.apply_model(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+    to = kwargs.get("transformer_options", args[pos] if len(args) > pos else None)
+    if not isinstance(to, dict) or "optimized_attention_override" in to:
+        return args, kwargs
+    to = dict(to, optimized_attention_override=attention_for_compile)
+    if "transformer_options" in kwargs:
+        return args, dict(kwargs, transformer_options=to)
+    return args[:pos] + (to,) + args[pos + 1:], kwargs
 
 
 def apply_compile(model, spec: FamilySpec, diffusion_model, kwargs: dict, prefix: Optional[str] = None):

@@ -1,4 +1,4 @@
-"""CompileModel on real ComfyUI v0.8.0 (CPU, inductor): regional compilation that works with MagCache
+"""CompileModel on real ComfyUI (CPU, inductor): regional compilation that works with MagCache
 in either order, never recompiles across steps, and changes no global torch state."""
 import logging
 
@@ -22,9 +22,22 @@ def counting(log):
 
 
 def dynamo_counts():
+    """Graphs, recompiles and graph breaks so far. Dynamo's counters are process-wide, but dynamo only
+    counts while it compiles, and nothing else compiles while a test samples (one thread)."""
     from torch._dynamo.utils import counters
 
-    return counters["stats"]["unique_graphs"], sum(counters["recompiles"].values())
+    return (counters["stats"]["unique_graphs"], sum(counters["recompiles"].values()),
+            sum(counters["graph_break"].values()))
+
+
+def cache_entries(model):
+    """Compiled variants dynamo holds for the forward of every block class of this model (the
+    compiled blocks' own count, which no other test's compile can change)."""
+    from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    codes = {type(m).forward.__code__ for m in model.model.diffusion_model.modules()
+             if type(m).__name__.endswith(("Block", "AttentionBlock"))}
+    return sum(len(_debug_get_cache_entry_list(c)) for c in codes)
 
 
 def warm_up_torch_compile():
@@ -68,7 +81,9 @@ def test_magcache_and_compile_in_either_order(comfy, name):
               "magcache_first": build(["magcache", "compile"], logs["magcache_first"]),
               "compile_first": build(["compile", "magcache"], logs["compile_first"])}
     with torch.inference_mode():
+        breaks = dynamo_counts()[2]
         outs = {k: sample(m, pos, neg, seed=1, steps=STEPS, latent_shape=shape) for k, m in models.items()}
+        assert dynamo_counts()[2] == breaks  # each block is one graph (no memory query inside: attention_for_compile)
         ran = {k: sorted(set(v)) for k, v in logs.items()}
         assert len(ran["eager"]) < STEPS  # MagCache skipped something
         for k in ("magcache_first", "compile_first"):
@@ -76,14 +91,15 @@ def test_magcache_and_compile_in_either_order(comfy, name):
             assert ran[k] == ran["eager"]  # same skip set; the replacements take effect under compile
 
         # a second run with another seed: no new graph, no recompilation, at any step
-        graphs, recompiles = dynamo_counts()
+        counts, entries = dynamo_counts(), cache_entries(models["eager"])
+        assert entries > 0
         for k in logs:
             logs[k].clear()
         for k in ("magcache_first", "compile_first"):
             again = sample(models[k], pos, neg, seed=2, steps=STEPS, latent_shape=shape)
             eager = sample(models["eager"], pos, neg, seed=2, steps=STEPS, latent_shape=shape)
             assert (again - eager).abs().max().item() < 1e-4
-        assert dynamo_counts() == (graphs, recompiles)
+        assert dynamo_counts() == counts and cache_entries(models["eager"]) == entries
         assert sorted(set(logs["magcache_first"])) == sorted(set(logs["eager"])) == ran["eager"]
     assert global_state() == before
 
@@ -104,9 +120,16 @@ def test_cuda_only_choices_fail_or_fall_back_before_sampling(comfy, caplog):
     assert cuda["options"]["triton.cudagraphs"] is True
 
 
+def breaking_attention(func, *args, **kwargs):
+    """Another node's attention override, with a graph break inside."""
+    torch._dynamo.graph_break()
+    return func(*args, **kwargs)
+
+
 def test_a_model_dynamo_cannot_compile_runs_uncompiled_with_a_warning(comfy, caplog):
-    # fullgraph=True: ComfyUI's CPU attention queries free memory (a graph break), so dynamo refuses
-    model = tiny_model("flux")
+    # fullgraph=True and a graph break in another node's attention override (which CompileModel keeps): dynamo refuses
+    model = tiny_model("flux").clone()
+    model.model_options["transformer_options"]["optimized_attention_override"] = breaking_attention
     pos, neg = conds("flux")
     ref = sample(model, pos, neg, seed=3, steps=4)
     compiled = comfy.CompileModel.execute(model, "default", "eager", True, False).result[0]
