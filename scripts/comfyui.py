@@ -2,7 +2,7 @@
 ComfyUI version, in a cache outside the repository. Standard library only.
 
     python scripts/comfyui.py test [pytest args]   # both test layers against every ComfyUI given
-    python scripts/comfyui.py demo [demo args]     # the demo, against the first ComfyUI given
+    python scripts/comfyui.py demo [demo args]     # the demo, against the newest ComfyUI given
     python scripts/comfyui.py env                  # prepare, then print "version<TAB>tree<TAB>python"
 
 Which ComfyUI (first that applies):
@@ -174,7 +174,7 @@ def run_tests(pytest_args: list[str]) -> int:
         say(f"ComfyUI {version} at {tree}")
         env = dict(os.environ, COMFYUI_PATH=str(tree), MAGCACHE_REQUIRE_COMFYUI="1")
         t0 = time.monotonic()
-        proc = subprocess.Popen([str(python), "-m", "pytest", "tests", "-q", "-rs", *pytest_args], cwd=ROOT, env=env,
+        proc = subprocess.Popen([str(python), "-m", "pytest", "tests", "-q", "-rs", "--timeout=1800", *pytest_args], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         last = ""
         for line in proc.stdout:
@@ -205,7 +205,7 @@ def main(argv: list[str]) -> int:
             print(f"{version_of(tree)}\t{tree}\t{venv_python(tree)}")
         return 0
     if cmd == "demo":
-        tree = trees()[0]
+        tree = trees()[-1]  # the newest ComfyUI given
         python = venv_python(tree)
         env = dict(os.environ, COMFYUI_PATH=str(tree))
         return subprocess.run([str(python), str(ROOT / "scripts" / "demo.py"), *rest], env=env).returncode

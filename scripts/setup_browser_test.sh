@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# Installs what the browser test needs: Debian's Chromium and Playwright's Python package, which
-# drives that Chromium (no browser is downloaded by Playwright). Run as root (or with sudo).
+# Installs Debian's Chromium for the browser test (run as root, or with sudo). Playwright, which
+# drives it, comes with the test venvs of scripts/comfyui.py; it downloads no browser of its own.
 set -euo pipefail
 if ! command -v chromium >/dev/null 2>&1; then
   apt-get update -qq
-  apt-get install -y -qq chromium
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
-python -m pip install -q playwright
-echo "browser test ready: $(chromium --version)"
+echo "browser test ready: $(chromium --version 2>/dev/null)"

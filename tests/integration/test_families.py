@@ -1,4 +1,4 @@
-"""Every model family on real ComfyUI v0.8.0: tiny models from ComfyUI's own classes, on CPU,
+"""Every model family on real ComfyUI: tiny models from ComfyUI's own classes, on CPU,
 sampled through comfy.sample."""
 import contextlib
 from dataclasses import dataclass

@@ -1,4 +1,4 @@
-"""MagCache on real ComfyUI v0.8.0: tiny Flux and Flux-Kontext from ComfyUI's own classes, on CPU,
+"""MagCache on real ComfyUI: tiny Flux and Flux-Kontext from ComfyUI's own classes, on CPU,
 sampled through comfy.sample."""
 import logging
 

@@ -1,4 +1,4 @@
-"""Host syncs of the patched forward on real ComfyUI v0.8.0 (tiny Flux and Wan, CPU).
+"""Host syncs of the patched forward on real ComfyUI (tiny Flux and Wan, CPU).
 
 On a GPU every value the host reads from a tensor (item, float(), tolist, ...) waits for the device
 queue to drain, and every activation copied to another device costs bandwidth. MagCache's per-step

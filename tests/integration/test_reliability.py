@@ -1,4 +1,4 @@
-"""Reliability on real ComfyUI v0.8.0 (tiny models, CPU): odd inputs, samplers, layouts and long
+"""Reliability on real ComfyUI (tiny models, CPU): odd inputs, samplers, layouts and long
 sessions never break a generation. One test per case of the reliability issue."""
 import gc
 import logging
