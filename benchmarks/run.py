@@ -67,12 +67,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
-
-from conftest import COMFYUI, load_pack  # noqa: E402  (finds ComfyUI, loads this pack as a package)
-from tiny_comfy import capture_log, conds, sample, setup_comfy, tiny_model  # noqa: E402
+from harness import COMFYUI, capture_log, conds, load_pack, sample, setup_comfy, tiny_model  # noqa: E402
 
 TEXT_TOKENS = 64
 WARMUP_STEPS = 2
@@ -84,7 +82,7 @@ CLEAN_SHARE = 0.85
 
 @dataclass(frozen=True)
 class Family:
-    tiny: str  # key in tiny_comfy.TINY (the ComfyUI class and its base config)
+    tiny: str  # key in harness.TINY (the ComfyUI class and its base config)
     preset: str  # the table 'auto' picks for this model (checked)
     overrides: dict  # mid-size unet config on top of the tiny one
     latent: tuple
@@ -174,7 +172,7 @@ def build(fam: Family, device: torch.device):
 
 
 def conditioning(fam: Family, seed: int = 0):
-    """tiny_comfy.conds with mid-size text (and pooled, VACE) inputs."""
+    """harness.conds with mid-size text (and pooled, VACE) inputs."""
     g = torch.Generator().manual_seed(seed + 1)
     extras = {}
     for side in ("positive", "negative"):

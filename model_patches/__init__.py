@@ -11,12 +11,14 @@ from typing import Optional
 
 from ..magcache import builtin_presets
 from . import chroma, flux, hunyuan_video, qwen_image, wan, wan_vace
-from .spec import BlockGroup, FamilySpec
+from .spec import BlockGroup, FamilySpec, Fixture
 
 log = logging.getLogger("MagCache")
 
 FAMILY_MODULES = (flux, chroma, hunyuan_video, wan, wan_vace, qwen_image)
 ALL_SPECS: tuple[FamilySpec, ...] = tuple(m.SPEC for m in FAMILY_MODULES)
+# Every family's tiny instances by name: what the tests and the benchmark sample.
+FIXTURES: dict[str, tuple[FamilySpec, Fixture]] = {f.name: (s, f) for s in ALL_SPECS for f in s.fixtures}
 
 # The original pack's model_type choices, kept so its saved workflows load.
 ORIGINAL_MODEL_TYPES = (
@@ -92,5 +94,5 @@ def resolve(model_type: str, diffusion_model, specs=None) -> tuple[FamilySpec, O
     return found, model_type
 
 
-__all__ = ["ALL_SPECS", "MODEL_TYPES", "ORIGINAL_MODEL_TYPES", "BlockGroup", "FamilySpec", "UnsupportedModel",
+__all__ = ["ALL_SPECS", "FIXTURES", "Fixture", "MODEL_TYPES", "ORIGINAL_MODEL_TYPES", "BlockGroup", "FamilySpec", "UnsupportedModel",
            "available_specs", "resolve", "spec_for_model"]

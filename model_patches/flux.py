@@ -3,11 +3,21 @@
 Double blocks carry the image stream alone (Kontext's reference tokens are appended to it, so
 they are part of the cached hidden state, as in the original); single blocks carry text tokens
 first, then image tokens."""
-from .spec import BlockGroup, FamilySpec
+from .spec import BlockGroup, FamilySpec, Fixture
 
 
 def has_items(x) -> bool:
     return x is not None and len(x) > 0
+
+
+# Tiny and benchmark-size models of ComfyUI's Flux class (sizes ours); a loadable checkpoint needs
+# hidden 3072 (ComfyUI's detection), so the server run is slow.
+TINY = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=32, context_in_dim=64, hidden_size=64,
+            mlp_ratio=4.0, num_heads=2, depth=2, depth_single_blocks=2, axes_dim=[8, 12, 12], theta=10000,
+            patch_size=2, qkv_bias=True, guidance_embed=True, txt_ids_dims=[])
+MID = dict(hidden_size=512, num_heads=8, axes_dim=[16, 24, 24], depth=4, depth_single_blocks=8, context_in_dim=512)
+LOADABLE = dict(hidden_size=3072, num_heads=24, axes_dim=[16, 56, 56], depth=1, depth_single_blocks=1,
+                context_in_dim=4096)
 
 
 SPEC = FamilySpec(
@@ -20,4 +30,9 @@ SPEC = FamilySpec(
     presets=("flux", "flux_kontext"),
     variant=lambda model, arg: "flux" if not has_items(arg("ref_latents")) else "flux_kontext",
     retention_round_half_up=True,
+    fixtures=(Fixture(
+        "flux", "Flux", TINY, (1, 16, 16, 16), "flux", "img_in", "final_layer", pooled_dim=32, guidance=3.5,
+        bench=dict(unet=dict(MID, vec_in_dim=256), latent=(1, 16, 64, 64), patch=(2, 2), hidden=512, cfg=1.0,
+                   pooled_dim=256),
+        checkpoint=dict(LOADABLE, vec_in_dim=768), slow=True),),
 )

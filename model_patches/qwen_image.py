@@ -1,10 +1,19 @@
 """Qwen-Image: comfy.ldm.qwen_image.model.QwenImageTransformer2DModel (one stream of image tokens;
 reference latents of the edit models are appended to it)."""
-from .spec import BlockGroup, FamilySpec
+from .spec import BlockGroup, FamilySpec, Fixture
+
+TINY = dict(image_model="qwen_image", patch_size=2, in_channels=64, out_channels=16, num_layers=2,
+            attention_head_dim=32, num_attention_heads=2, joint_attention_dim=64, axes_dims_rope=(8, 12, 12))
+
 
 SPEC = FamilySpec(
     name="Qwen-Image",
     model_classes=("comfy.ldm.qwen_image.model.QwenImageTransformer2DModel",),
     groups=(BlockGroup("double_block", "transformer_blocks", outputs=("img", "txt")),),
     presets=("qwen_image",),
+    fixtures=(Fixture(
+        "qwen_image", "QwenImage", TINY, (1, 16, 1, 16, 16), "qwen_image", "img_in", "norm_out",
+        bench=dict(unet=dict(attention_head_dim=64, num_attention_heads=8, num_layers=8, joint_attention_dim=512,
+                             axes_dims_rope=(16, 24, 24)), latent=(1, 16, 1, 64, 64), patch=(1, 2, 2), hidden=512,
+                   cfg=4.0)),),
 )

@@ -1,8 +1,8 @@
 """The declarative description of a model family: what a new family's spec file fills in."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
 
 ArgGetter = Callable[[str], Any]  # name of a diffusion-model forward argument -> its value in this call
 
@@ -33,6 +33,46 @@ class BlockGroup:
             raise ValueError(f"image_tokens must be 'all', 'first' or 'last', got {self.image_tokens!r}")
 
 
+def no_extras(latent: tuple, generator) -> dict:
+    return {}
+
+
+@dataclass(frozen=True)
+class Fixture:
+    """A tiny instance of the family, built from ComfyUI's own classes with random weights: what the
+    integration tests, the benchmark and the server test sample. Sizes are ours, not the models'.
+
+    name: the fixture's name in tests (tiny_model(name)).
+    comfy_config: the class in comfy.supported_models that builds it.
+    unet_config: its (tiny) config; bench: overrides for the benchmark's mid-size model;
+        checkpoint: overrides that make a state dict ComfyUI's loader detects (server test), or None.
+    latent: the latent shape sampled.
+    preset: the table 'auto' must pick for it.
+    embed, final: the module whose output is the head's input, and the one whose first input is the
+        hidden state after the blocks (tests check skipped output = head input + residual there).
+    tokens: how the embed output becomes the head's token layout (Wan: [B, C, T, H, W] -> [B, THW, C]).
+    text_dim / pooled_dim / guidance: what the conditioning carries (pooled_output when pooled_dim).
+    extras: (latent shape, torch.Generator) -> further conditioning keys (I2V images, VACE frames).
+    slow: its loadable checkpoint is large (0.5B+): the server run is a slow test.
+    """
+
+    name: str
+    comfy_config: str
+    unet_config: Mapping[str, Any]
+    latent: tuple[int, ...]
+    preset: str
+    embed: str
+    final: str
+    text_dim: int = 64
+    pooled_dim: Optional[int] = None
+    guidance: Optional[float] = None
+    tokens: Optional[Callable] = None
+    extras: Callable[[tuple, Any], dict] = no_extras
+    bench: Mapping[str, Any] = field(default_factory=dict)
+    checkpoint: Optional[Mapping[str, Any]] = None
+    slow: bool = False
+
+
 @dataclass(frozen=True)
 class FamilySpec:
     """A model family MagCache can patch.
@@ -48,6 +88,7 @@ class FamilySpec:
         calls they read as empty, so those blocks are skipped too.
     compile_also: further ModuleLists of blocks that CompileModel compiles (VACE's vace_blocks).
     retention_round_half_up: the retention boundary is int(R*N + 0.5) (official Flux) instead of int(R*N).
+    fixtures: tiny instances for the tests and the benchmark (every generic test runs on each).
     """
 
     name: str
@@ -58,6 +99,7 @@ class FamilySpec:
     hint_maps: tuple[str, ...] = ()
     compile_also: tuple[str, ...] = ()
     retention_round_half_up: bool = False
+    fixtures: tuple[Fixture, ...] = ()
 
     def __deepcopy__(self, memo):  # immutable; ComfyUI deep-copies model_options at every clone
         return self

@@ -13,12 +13,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
-
-from conftest import COMFYUI, load_pack  # noqa: E402  (finds ComfyUI, loads this pack as a package)
-from tiny_comfy import capture_log, flux_conds, sample, setup_comfy, tiny_flux  # noqa: E402
+from harness import COMFYUI, capture_log, flux_conds, load_pack, sample, setup_comfy, tiny_flux  # noqa: E402
 
 MID_FLUX = dict(hidden_size=512, num_heads=8, axes_dim=[16, 24, 24], depth=4, depth_single_blocks=8,
                 context_in_dim=512, vec_in_dim=256)

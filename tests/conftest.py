@@ -1,7 +1,5 @@
-"""Test set-up shared by both layers.
-
-The pack is loaded as a package named `comfyui_magcache`, the way ComfyUI loads a custom node
-folder, so its relative imports work whatever the checkout's folder is called.
+"""Test set-up shared by both layers. Importing scripts/harness.py loads the pack as the package
+`comfyui_magcache` and finds ComfyUI.
 
 The integration layer needs a ComfyUI source tree: $COMFYUI_PATH, or the ComfyUI that holds this pack
 in its custom_nodes/. Without one, integration tests skip with a one-line reason, unless
@@ -9,7 +7,6 @@ MAGCACHE_REQUIRE_COMFYUI=1 (set by scripts/comfyui.py, the README's test command
 ComfyUI is an error, so a run that was meant to test ComfyUI cannot pass by skipping it."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -17,36 +14,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACK = "comfyui_magcache"
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers (tiny_comfy, toy_loop)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers (toy_loop)
+sys.path.insert(0, str(ROOT / "scripts"))  # the harness shared with the demo and the benchmark
 
+from harness import COMFYUI  # noqa: E402  (finds ComfyUI; loads this pack as a package)
 
-def load_pack():
-    if PACK not in sys.modules:
-        spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACK] = module
-        spec.loader.exec_module(module)
-    return sys.modules[PACK]
-
-
-def find_comfyui() -> Path | None:
-    candidates = []
-    if os.environ.get("COMFYUI_PATH"):
-        candidates.append(Path(os.environ["COMFYUI_PATH"]))
-    if ROOT.parent.name == "custom_nodes":
-        candidates.append(ROOT.parent.parent)
-    for c in candidates:
-        if (c / "comfy" / "model_patcher.py").is_file():
-            return c.resolve()
-    return None
-
-
-COMFYUI = find_comfyui()
 if COMFYUI is None and os.environ.get("MAGCACHE_REQUIRE_COMFYUI") == "1":
     raise pytest.UsageError("MAGCACHE_REQUIRE_COMFYUI=1 but no ComfyUI tree: set COMFYUI_PATH")
-load_pack()
 
 
 def pytest_report_header(config):
@@ -69,7 +43,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def comfy():
     """ComfyUI in library mode on CPU (integration layer only); returns this pack's nodes module."""
-    from tiny_comfy import setup_comfy
+    from harness import setup_comfy
 
     setup_comfy(COMFYUI)
     import comfyui_magcache.nodes as nodes

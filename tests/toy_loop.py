@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections import Counter
 
 import torch
-
 from comfyui_magcache.model_patches import engine
 
 

@@ -4,9 +4,8 @@ import logging
 
 import pytest
 import torch
-
 from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, predict_skips
-from tiny_comfy import TINY, conds, sample, tiny_model
+from harness import TINY, conds, sample, tiny_model
 
 STEPS = 10
 
@@ -64,7 +63,7 @@ def test_calibration_measures_the_ratios_and_saves_a_usable_profile(comfy, user_
     tiny, blocks, image_tokens, family, reference = CASES[name]
     model = tiny_model(tiny)
     pos, neg = conds(tiny)
-    shape = TINY[tiny][2]
+    shape = TINY[tiny].latent
     ref = sample(model, pos, neg, seed=7, steps=STEPS, latent_shape=shape)
 
     cal_model, handle = comfy.MagCacheCalibration.execute(model, "auto", f"tiny {name}").result
@@ -96,14 +95,16 @@ def test_calibration_measures_the_ratios_and_saves_a_usable_profile(comfy, user_
     options = comfy.MagCache.define_schema().inputs[1].options
     assert f"profile:tiny {name}" in options
     cached = comfy.MagCache.execute(model, f"profile:tiny {name}", 0.3, 0.1, 3, 0, -1).result[0]
-    from test_families import CASES as FAMILY_CASES, observe, skipped
+    from test_families import CASES as FAMILY_CASES
+    from test_families import observe, skipped
 
-    case = FAMILY_CASES["wan2.1_t2v"] if name == "wan" else None
+    case = FAMILY_CASES["wan_t2v"] if name == "wan" else None
     table = {COND: data["ratios"][0::2], UNCOND: data["ratios"][1::2]}
     rule = predict_skips(MagCacheConfig(thresh=0.3, retention_ratio=0.1, K=3), table, STEPS, branches=(COND, UNCOND),
                          round_half_up=(name == "flux"))
     if case is None:
-        from tiny_comfy import observe as flux_observe, skipped_steps
+        from harness import observe as flux_observe
+        from harness import skipped_steps
 
         with flux_observe(dm) as log:
             sample(cached, pos, neg, seed=7, steps=STEPS, latent_shape=shape)
@@ -144,10 +145,10 @@ def test_an_unfilled_calibration_switches_caching_off_with_a_warning(comfy, user
     model = tiny_model("wan_t2v")
     _, handle = comfy.MagCacheCalibration.execute(model, "auto", "never run").result
     pos, neg = conds("wan_t2v")
-    ref = sample(model, pos, neg, seed=2, steps=STEPS, latent_shape=TINY["wan_t2v"][2])
+    ref = sample(model, pos, neg, seed=2, steps=STEPS, latent_shape=TINY["wan_t2v"].latent)
     wired = comfy.MagCache.execute(model, "auto", 0.3, 0.1, 3, 0, -1, ratios=handle).result[0]
     with caplog.at_level(logging.WARNING, logger="MagCache"):
-        out = sample(wired, pos, neg, seed=2, steps=STEPS, latent_shape=TINY["wan_t2v"][2])
+        out = sample(wired, pos, neg, seed=2, steps=STEPS, latent_shape=TINY["wan_t2v"].latent)
     assert torch.equal(out, ref)
     assert "caching is off for this run: the connected calibration has no result yet" in caplog.text
     with pytest.raises(ValueError, match="no result yet"):

@@ -4,9 +4,8 @@ import logging
 
 import pytest
 import torch
-
 from comfyui_magcache.magcache import Schedule
-from tiny_comfy import TINY, conds, sample, tiny_model
+from harness import TINY, conds, sample, tiny_model
 
 STEPS = 8
 MAGCACHE = {"flux": ("flux", 0.24, 0.1, 5), "wan_t2v": ("wan2.1_t2v_1.3B", 0.12, 0.2, 4)}
@@ -62,7 +61,7 @@ def global_state():
 def test_magcache_and_compile_in_either_order(comfy, name):
     model_type, thresh, retention, K = MAGCACHE[name]
     pos, neg = conds(name)
-    shape = TINY[name][2]
+    shape = TINY[name].latent
     warm_up_torch_compile()
     before = global_state()
 

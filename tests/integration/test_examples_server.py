@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import COMFYUI, ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -33,7 +32,7 @@ PLACEHOLDERS = {  # every model file the examples name, so the loaders list them
 def save_tiny(tiny, **overrides):
     def write(path):
         import safetensors.torch
-        from tiny_comfy import tiny_model
+        from harness import tiny_model
 
         sd = tiny_model(tiny, **overrides).model.diffusion_model.state_dict()
         safetensors.torch.save_file({k: v.contiguous() for k, v in sd.items()}, str(path))

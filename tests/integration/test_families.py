@@ -5,15 +5,11 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-
 from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, Schedule, get_preset, predict_skips
-from tiny_comfy import TINY, conds, sample, tiny_model
+from comfyui_magcache.model_patches import FIXTURES
+from harness import TINY, conds, sample, tiny_model
 
 STEPS = 12
-
-
-def wan_tokens(x):
-    return x.flatten(2).transpose(1, 2)
 
 
 @dataclass(frozen=True)
@@ -26,19 +22,17 @@ class Case:
     to_tokens: object = None
 
 
-CASES = {
-    "chroma": Case("chroma", "chroma", "img_in", "final_layer", ("double_blocks", "single_blocks")),
-    "hunyuan_video": Case("hunyuan_video", "hunyuan_video", "img_in", "final_layer",
-                          ("double_blocks", "single_blocks")),
-    "hunyuan_video1.5": Case("hunyuan_video1.5", "hunyuan_video1.5", "img_in", "final_layer",
-                             ("double_blocks", "single_blocks")),
-    "wan2.1_t2v": Case("wan_t2v", "wan2.1_t2v_1.3B", "patch_embedding", "head", ("blocks",), wan_tokens),
-    "wan2.1_i2v": Case("wan_i2v", "wan2.1_i2v_480p_14B", "patch_embedding", "head", ("blocks",), wan_tokens),
-    "wan2.1_vace": Case("wan_vace", "wan2.1_vace_1.3B", "patch_embedding", "head", ("blocks", "vace_blocks"),
-                        wan_tokens),
-    "wan2.2_ti2v_5B": Case("wan22_5b", "wan2.2_ti2v_5B", "patch_embedding", "head", ("blocks",), wan_tokens),
-    "qwen_image": Case("qwen_image", "qwen_image", "img_in", "norm_out", ("transformer_blocks",)),
-}
+# Every fixture of every registered family: a family added to the registry runs through every test here.
+CASES = {f.name: Case(f.name, f.preset, f.embed, f.final,
+                      tuple(dict.fromkeys(g.attr for g in spec.groups)) + spec.compile_also, f.tokens)
+         for name, (spec, f) in FIXTURES.items()}
+
+
+def test_every_registered_family_has_a_case():
+    from comfyui_magcache.model_patches import ALL_SPECS
+
+    assert all(spec.fixtures for spec in ALL_SPECS), [s.name for s in ALL_SPECS if not s.fixtures]
+    assert {c.tiny for c in CASES.values()} == {f.name for s in ALL_SPECS for f in s.fixtures}
 
 
 def settings_for(preset):
@@ -104,7 +98,7 @@ def test_auto_detection_picks_the_preset(comfy, case):
     dm = tiny_model(case.tiny).model.diffusion_model
     spec, preset = resolve("auto", dm)
     assert preset is None and type(dm).__name__ in " ".join(spec.model_classes)
-    args = {"x": torch.zeros(TINY[case.tiny][2]), "transformer_options": {"sample_sigmas": torch.linspace(1, 0, 21)}}
+    args = {"x": torch.zeros(TINY[case.tiny].latent), "transformer_options": {"sample_sigmas": torch.linspace(1, 0, 21)}}
     assert spec.auto_preset(dm, args.get) == case.preset
     assert resolve(case.preset, dm) == (spec, case.preset)  # the original preset names keep working
 
@@ -112,10 +106,10 @@ def test_auto_detection_picks_the_preset(comfy, case):
 def test_caching_windowed_off_is_bit_identical(comfy, case):
     model = tiny_model(case.tiny)
     pos, neg = conds(case.tiny)
-    ref = sample(model, pos, neg, seed=3, latent_shape=TINY[case.tiny][2], steps=STEPS)
+    ref = sample(model, pos, neg, seed=3, latent_shape=TINY[case.tiny].latent, steps=STEPS)
     patched = magcache(comfy, model, "auto", settings_for(case.preset), start_step=STEPS + 1)
     with observe(case, model.model.diffusion_model) as calls:
-        out = sample(patched, pos, neg, seed=3, latent_shape=TINY[case.tiny][2], steps=STEPS)
+        out = sample(patched, pos, neg, seed=3, latent_shape=TINY[case.tiny].latent, steps=STEPS)
     assert torch.equal(out, ref)
     assert len({c["blocks"] for c in calls}) == 1 and calls[0]["blocks"] > 0
     assert magcache(comfy, model, "auto", (0.0, 0.2, 2)) is model  # thresh 0: the model itself
@@ -127,7 +121,7 @@ def test_skip_set_follows_the_rule_and_no_block_runs(comfy, case, cfg):
     pos, neg = conds(case.tiny)
     settings = settings_for(case.preset)
     with observe(case, model.model.diffusion_model) as calls:
-        sample(magcache(comfy, model, "auto", settings), pos, neg, cfg=cfg, latent_shape=TINY[case.tiny][2],
+        sample(magcache(comfy, model, "auto", settings), pos, neg, cfg=cfg, latent_shape=TINY[case.tiny].latent,
                steps=STEPS)
     branches = (COND, UNCOND) if cfg > 1 else (COND,)
     assert {c["at"][1] for c in calls} == ({(1, 0)} if cfg > 1 else {(0,)})
@@ -145,7 +139,7 @@ def test_skipped_output_is_head_input_plus_residual_through_the_final_layer(comf
     pos, neg = conds(case.tiny)
     with observe(case, model.model.diffusion_model) as calls:
         sample(magcache(comfy, model, "auto", settings_for(case.preset)), pos, neg, cfg=2.0,
-               latent_shape=TINY[case.tiny][2], steps=STEPS)
+               latent_shape=TINY[case.tiny].latent, steps=STEPS)
     residual, checked = None, 0
     for c in calls:
         if c["blocks"] == 0:
@@ -159,7 +153,7 @@ def test_skipped_output_is_head_input_plus_residual_through_the_final_layer(comf
 def test_the_unpatched_model_is_unaffected(comfy, case):
     model = tiny_model(case.tiny)
     pos, neg = conds(case.tiny)
-    shape = TINY[case.tiny][2]
+    shape = TINY[case.tiny].latent
     ref = sample(model, pos, neg, seed=5, latent_shape=shape, steps=STEPS)
     cached = sample(magcache(comfy, model, "auto", settings_for(case.preset)), pos, neg, seed=5, latent_shape=shape,
                     steps=STEPS)
@@ -176,7 +170,7 @@ def test_batched_and_separate_cfg_calls_give_the_same_decisions(comfy, case):
         model = tiny_model(case.tiny)
         pos, neg = conds(case.tiny, neg_tokens=neg_tokens)
         with observe(case, model.model.diffusion_model) as calls:
-            sample(magcache(comfy, model, "auto", settings), pos, neg, cfg=2.0, latent_shape=TINY[case.tiny][2],
+            sample(magcache(comfy, model, "auto", settings), pos, neg, cfg=2.0, latent_shape=TINY[case.tiny].latent,
                    steps=STEPS)
         layouts = {c["at"][1] for c in calls}
         assert layouts == ({(1, 0)} if layout == "batched" else {(0,), (1,)})

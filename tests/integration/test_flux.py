@@ -4,9 +4,8 @@ import logging
 
 import pytest
 import torch
-
 from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, get_preset, predict_skips
-from tiny_comfy import flux_conds, observe, sample, skipped_steps, tiny_flux
+from harness import flux_conds, observe, sample, skipped_steps, tiny_flux
 
 STEPS = 12
 RECOMMENDED = dict(magcache_thresh=0.24, retention_ratio=0.1, magcache_K=5)

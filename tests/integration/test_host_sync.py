@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
-
 from comfyui_magcache.magcache import Schedule, get_preset
-from tiny_comfy import TINY, conds, sample, tiny_model
+from harness import TINY, conds, sample, tiny_model
+from torch.overrides import TorchFunctionMode
 
 PACK_ROOT = Path(__file__).resolve().parents[2]
 TESTS = PACK_ROOT / "tests"
@@ -92,7 +91,7 @@ def run_watched(model, name, cfg):
     handle = watch(model.model.diffusion_model, traffic)
     try:
         with torch.inference_mode(), traffic:
-            sample(model, pos, neg, seed=7, steps=STEPS, cfg=cfg, latent_shape=TINY[name][2])
+            sample(model, pos, neg, seed=7, steps=STEPS, cfg=cfg, latent_shape=TINY[name].latent)
     finally:
         handle.remove()
     return traffic

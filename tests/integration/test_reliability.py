@@ -7,12 +7,11 @@ import weakref
 
 import pytest
 import torch
-
 from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, MagCacheConfigError, get_preset, predict_skips
+from harness import TINY, conds, flux_conds, sample, tiny_model
 from test_families import CASES, observe, skipped
-from tiny_comfy import TINY, conds, flux_conds, sample, tiny_model
 
-WAN = CASES["wan2.1_t2v"]
+WAN = CASES["wan_t2v"]
 SET = (0.12, 0.2, 4)  # Wan 1.3B's recommended settings
 
 
@@ -30,14 +29,13 @@ def wan_run(nodes, steps=12, sampler="euler", model=None, seed=0, **kw):
     pos, neg = conds("wan_t2v")
     with observe(WAN, model.model.diffusion_model) as calls:
         out = sample(magcache(nodes, model), pos, neg, seed=seed, steps=steps, sampler=sampler,
-                     latent_shape=kw.pop("latent_shape", TINY["wan_t2v"][2]), **kw)
+                     latent_shape=kw.pop("latent_shape", TINY["wan_t2v"].latent), **kw)
     return out, calls
 
 
 # 1 -----------------------------------------------------------------------------------------------
 def test_case1_unknown_or_unsupported_model_is_a_clear_error(comfy):
     from comfy import model_patcher, supported_models
-
     from comfyui_magcache.model_patches import UnsupportedModel
 
     unet = dict(use_checkpoint=False, image_size=32, out_channels=4, use_spatial_transformer=True, legacy=False,
@@ -94,11 +92,12 @@ def test_case4_samplers(comfy, sampler):
 
 
 def test_case4_custom_sigmas_through_sampler_custom(comfy):
-    from comfy import sample as comfy_sample, samplers
+    from comfy import sample as comfy_sample
+    from comfy import samplers
 
     model = tiny_model("wan_t2v")
     pos, neg = conds("wan_t2v")
-    latent = torch.zeros(TINY["wan_t2v"][2])
+    latent = torch.zeros(TINY["wan_t2v"].latent)
     sigmas = torch.tensor([1.0, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0])
     with observe(WAN, model.model.diffusion_model) as calls:
         comfy_sample.sample_custom(magcache(comfy, model), comfy_sample.prepare_noise(latent, 0), 2.0,
@@ -119,9 +118,9 @@ def test_case4_degenerate_or_missing_schedule_switches_caching_off(comfy, caplog
     model = tiny_model("wan_t2v")
     model.add_wrapper_with_key("apply_model", "third_party", third_party)
     pos, neg = conds("wan_t2v")
-    ref = sample(model, pos, neg, seed=4, steps=8, latent_shape=TINY["wan_t2v"][2])
+    ref = sample(model, pos, neg, seed=4, steps=8, latent_shape=TINY["wan_t2v"].latent)
     with caplog.at_level(logging.WARNING, logger="MagCache"):
-        out = sample(magcache(comfy, model), pos, neg, seed=4, steps=8, latent_shape=TINY["wan_t2v"][2])
+        out = sample(magcache(comfy, model), pos, neg, seed=4, steps=8, latent_shape=TINY["wan_t2v"].latent)
     assert torch.equal(out, ref)
     warnings = [r.getMessage() for r in caplog.records if "caching is off" in r.getMessage()]
     assert len(warnings) == 1 and ("does not move" in warnings[0] or "no sample_sigmas" in warnings[0])
@@ -148,7 +147,7 @@ def test_case5_a_dtype_change_between_runs_starts_fresh(comfy):
         return m
 
     pos, neg = conds("wan_t2v")
-    shape = TINY["wan_t2v"][2]
+    shape = TINY["wan_t2v"].latent
     patched = magcache(comfy, tiny_model("wan_t2v"))
     runs = [(patched, lambda: magcache(comfy, tiny_model("wan_t2v"))),
             (bf16(patched), lambda: bf16(magcache(comfy, tiny_model("wan_t2v")))),
@@ -182,10 +181,10 @@ def test_case6_an_interrupted_run_leaves_nothing_behind(comfy):
             raise model_management.InterruptProcessingException()
 
     with pytest.raises(model_management.InterruptProcessingException):
-        sample(patched, pos, neg, seed=1, steps=12, latent_shape=TINY["wan_t2v"][2], callback=interrupt)
-    after = sample(patched, pos, neg, seed=2, steps=12, latent_shape=TINY["wan_t2v"][2])
+        sample(patched, pos, neg, seed=1, steps=12, latent_shape=TINY["wan_t2v"].latent, callback=interrupt)
+    after = sample(patched, pos, neg, seed=2, steps=12, latent_shape=TINY["wan_t2v"].latent)
     fresh = sample(magcache(comfy, tiny_model("wan_t2v")), pos, neg, seed=2, steps=12,
-                   latent_shape=TINY["wan_t2v"][2])
+                   latent_shape=TINY["wan_t2v"].latent)
     assert torch.equal(after, fresh)
 
 
@@ -193,7 +192,7 @@ def test_case6_an_interrupted_run_leaves_nothing_behind(comfy):
 def test_case7_two_magcache_nodes_on_one_model_and_samplers_in_sequence(comfy):
     model = tiny_model("wan_t2v")
     pos, neg = conds("wan_t2v")
-    shape = TINY["wan_t2v"][2]
+    shape = TINY["wan_t2v"].latent
     ref = sample(model, pos, neg, seed=3, steps=12, latent_shape=shape)
     a = magcache(comfy, model, settings=(0.12, 0.2, 4))
     b = magcache(comfy, model, settings=(0.3, 0.1, 6))
@@ -286,7 +285,7 @@ def test_case9_many_runs_hold_no_growing_state(comfy):
 
     counts = []
     for i in range(200):
-        sample(patched, pos, neg, seed=i, steps=4, latent_shape=TINY["wan_t2v"][2])
+        sample(patched, pos, neg, seed=i, steps=4, latent_shape=TINY["wan_t2v"].latent)
         if i in (19, 199):
             counts.append(census())
     (objs20, tensors20), (objs200, tensors200) = counts

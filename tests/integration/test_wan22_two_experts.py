@@ -1,9 +1,8 @@
 """Wan2.2 A14B style: two experts, each its own model, MagCache node and KSamplerAdvanced, sharing
 one schedule (high noise: steps 0-5, low noise: steps 6-11 of 12)."""
 import torch
-
 from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, get_preset, predict_skips
-from tiny_comfy import TINY, conds, sample, tiny_model
+from harness import TINY, conds, sample, tiny_model
 from test_families import CASES, observe, skipped
 
 STEPS, SPLIT = 12, 6
@@ -17,7 +16,7 @@ def expert(comfy, seed):
 
 
 def run_pair(high, low, pos, neg):
-    shape = TINY["wan_t2v"][2]
+    shape = TINY["wan_t2v"].latent
     mid = sample(high, pos, neg, seed=1, steps=STEPS, latent_shape=shape, start_step=0, last_step=SPLIT,
                  force_full_denoise=False)
     return sample(low, pos, neg, seed=1, steps=STEPS, latent=mid, start_step=SPLIT, last_step=10000,
@@ -27,7 +26,7 @@ def run_pair(high, low, pos, neg):
 def test_each_expert_reads_its_part_of_the_table_with_fresh_state(comfy):
     (high_model, high), (low_model, low) = expert(comfy, 0), expert(comfy, 1)
     pos, neg = conds("wan_t2v")
-    case = CASES["wan2.1_t2v"]
+    case = CASES["wan_t2v"]
     with observe(case, high_model.model.diffusion_model) as high_calls, \
             observe(case, low_model.model.diffusion_model) as low_calls:
         run_pair(high, low, pos, neg)

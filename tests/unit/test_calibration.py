@@ -4,9 +4,17 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from comfyui_magcache.magcache import (COND, UNCOND, Calibration, MagCacheConfig, ProfileError, get_preset,
-                                       list_profiles, load_profile, save_profile)
+from comfyui_magcache.magcache import (
+    COND,
+    UNCOND,
+    Calibration,
+    MagCacheConfig,
+    ProfileError,
+    get_preset,
+    list_profiles,
+    load_profile,
+    save_profile,
+)
 from comfyui_magcache.magcache.calibration import step_stats
 from comfyui_magcache.magcache.plot import plot_calibration
 from comfyui_magcache.magcache.profiles import check_name, profile_path

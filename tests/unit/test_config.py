@@ -1,7 +1,6 @@
 import math
 
 import pytest
-
 from comfyui_magcache.magcache import MagCacheConfig, MagCacheConfigError
 
 

@@ -1,6 +1,5 @@
 """The hooking engine driven by a toy block loop that behaves like ComfyUI's Flux loop."""
 import torch
-
 from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, get_preset, predict_skips
 from comfyui_magcache.model_patches import engine, flux
 from toy_loop import ToyFlux, sample

@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from comfyui_magcache.magcache import MagCacheConfig
 from comfyui_magcache.magcache.profiles import check_name
 from comfyui_magcache.model_patches import MODEL_TYPES

@@ -1,5 +1,4 @@
 import pytest
-
 from comfyui_magcache.magcache import COND, UNCOND, Preset, PresetError, builtin_presets, get_preset, interpolate
 
 

@@ -2,9 +2,16 @@
 import logging
 
 import pytest
-
-from comfyui_magcache.model_patches import (ALL_SPECS, MODEL_TYPES, BlockGroup, FamilySpec, UnsupportedModel,
-                                            available_specs, resolve, spec_for_model)
+from comfyui_magcache.model_patches import (
+    ALL_SPECS,
+    MODEL_TYPES,
+    BlockGroup,
+    FamilySpec,
+    UnsupportedModel,
+    available_specs,
+    resolve,
+    spec_for_model,
+)
 
 
 class FakeFlux:
@@ -94,7 +101,6 @@ def test_wan_auto_variants(attrs, shape, want):
     import types
 
     import torch
-
     from comfyui_magcache.model_patches import wan
 
     model = types.SimpleNamespace(**attrs)
@@ -105,7 +111,6 @@ def test_vace_and_hunyuan_auto_variants():
     import types
 
     import torch
-
     from comfyui_magcache.model_patches import hunyuan_video, wan_vace
 
     assert wan_vace.SPEC.auto_preset(types.SimpleNamespace(dim=5120), None) == "wan2.1_vace_14B"

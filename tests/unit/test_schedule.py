@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-
 from comfyui_magcache.magcache import DegenerateSchedule, Schedule
 
 

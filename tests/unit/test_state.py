@@ -1,7 +1,6 @@
 import logging
 
 import torch
-
 from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, RunState, predict_skips
 
 CFG = MagCacheConfig(thresh=0.05, K=2, retention_ratio=0.1)

@@ -1,19 +1,51 @@
-"""Real ComfyUI, tiny real models, CPU: helpers for the integration layer (and the demo).
+"""Real ComfyUI in library mode with tiny real models, on CPU: shared by the integration tests, the
+demo and the benchmark. Importing it loads this pack as the package `comfyui_magcache` (the way
+ComfyUI loads a custom node folder, so its relative imports work whatever the folder is called) and
+finds ComfyUI: $COMFYUI_PATH, or the ComfyUI whose custom_nodes/ holds this pack.
 
-Nothing of ComfyUI is copied: its own classes are built with small configs and random weights."""
+Nothing of ComfyUI is copied: its own classes are built with small configs and random weights;
+every family's configs are its spec's fixtures (model_patches.FIXTURES)."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
+import os
 import sys
-import types
 from pathlib import Path
 
 import torch
 
-FLUX = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=32, context_in_dim=64,
-            hidden_size=64, mlp_ratio=4.0, num_heads=2, depth=2, depth_single_blocks=2, axes_dim=[8, 12, 12],
-            theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True, txt_ids_dims=[])
+ROOT = Path(__file__).resolve().parents[1]
+PACK = "comfyui_magcache"
+
+
+def load_pack():
+    if PACK not in sys.modules:
+        spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py",
+                                                      submodule_search_locations=[str(ROOT)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[PACK] = module
+        spec.loader.exec_module(module)
+    return sys.modules[PACK]
+
+
+def find_comfyui() -> Path | None:
+    candidates = []
+    if os.environ.get("COMFYUI_PATH"):
+        candidates.append(Path(os.environ["COMFYUI_PATH"]))
+    if ROOT.parent.name == "custom_nodes":
+        candidates.append(ROOT.parent.parent)
+    for c in candidates:
+        if (c / "comfy" / "model_patcher.py").is_file():
+            return c.resolve()
+    return None
+
+
+COMFYUI = find_comfyui()
+load_pack()
+
+from comfyui_magcache.model_patches import FIXTURES  # noqa: E402
 
 
 def setup_comfy(path: Path, sdpa: bool = False) -> None:
@@ -36,37 +68,8 @@ def setup_comfy(path: Path, sdpa: bool = False) -> None:
     import comfy.model_management  # noqa: F401
 
 
-CHROMA = dict(image_model="chroma", in_channels=64, out_channels=64, context_in_dim=64, hidden_size=64,
-              mlp_ratio=4.0, num_heads=2, depth=2, depth_single_blocks=2, axes_dim=[8, 12, 12], theta=10000,
-              patch_size=2, qkv_bias=True, in_dim=64, out_dim=64, hidden_dim=64, n_layers=2, txt_ids_dims=[],
-              vec_in_dim=None)
-HUNYUAN_VIDEO = dict(image_model="hunyuan_video", in_channels=16, out_channels=16, vec_in_dim=32, context_in_dim=64,
-                     hidden_size=64, mlp_ratio=4.0, num_heads=2, depth=2, depth_single_blocks=2,
-                     axes_dim=[8, 12, 12], theta=256, patch_size=[1, 2, 2], qkv_bias=True, guidance_embed=True,
-                     byt5=False, meanflow=False, use_cond_type_embedding=False, vision_in_dim=None,
-                     meanflow_sum=False)
-HUNYUAN_VIDEO_15 = dict(HUNYUAN_VIDEO, in_channels=65, out_channels=32, use_cond_type_embedding=True,
-                        vision_in_dim=1152, guidance_embed=False, vec_in_dim=None)
-WAN = dict(image_model="wan2.1", model_type="t2v", dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_dim=64,
-           in_dim=16, out_dim=16, freq_dim=256)
-WAN_I2V = dict(WAN, model_type="i2v", in_dim=36)
-WAN_VACE = dict(WAN, model_type="vace", vace_layers=1, vace_in_dim=96)
-WAN22_5B = dict(WAN, in_dim=48, out_dim=48)
-QWEN_IMAGE = dict(image_model="qwen_image", patch_size=2, in_channels=64, out_channels=16, num_layers=2,
-                  attention_head_dim=32, num_attention_heads=2, joint_attention_dim=64, axes_dims_rope=(8, 12, 12))
-
-# name -> (comfy.supported_models class, unet config, latent shape, conditioning extras builder)
-TINY = {
-    "flux": ("Flux", FLUX, (1, 16, 16, 16)),
-    "chroma": ("Chroma", CHROMA, (1, 16, 16, 16)),
-    "hunyuan_video": ("HunyuanVideo", HUNYUAN_VIDEO, (1, 16, 3, 16, 16)),
-    "hunyuan_video1.5": ("HunyuanVideo15", HUNYUAN_VIDEO_15, (1, 32, 3, 16, 16)),
-    "wan_t2v": ("WAN21_T2V", WAN, (1, 16, 3, 16, 16)),
-    "wan_i2v": ("WAN21_I2V", WAN_I2V, (1, 16, 3, 16, 16)),
-    "wan_vace": ("WAN21_Vace", WAN_VACE, (1, 16, 3, 16, 16)),
-    "wan22_5b": ("WAN22_T2V", WAN22_5B, (1, 48, 3, 16, 16)),
-    "qwen_image": ("QwenImage", QWEN_IMAGE, (1, 16, 1, 16, 16)),
-}
+# Every registered family's tiny instances by name (the pack is loaded by conftest first).
+TINY = {name: fixture for name, (_, fixture) in FIXTURES.items()}
 
 
 def tiny_model(name: str, seed: int = 0, **overrides):
@@ -74,8 +77,8 @@ def tiny_model(name: str, seed: int = 0, **overrides):
     import comfy.model_patcher
     import comfy.supported_models
 
-    cls_name, unet_config, _ = TINY[name]
-    config = getattr(comfy.supported_models, cls_name)(dict(unet_config, **overrides))
+    fixture = TINY[name]
+    config = getattr(comfy.supported_models, fixture.comfy_config)(dict(fixture.unet_config, **overrides))
     config.set_inference_dtype(torch.float32, None)
     model = config.get_model({}, device="cpu")
     g = torch.Generator().manual_seed(seed)
@@ -95,27 +98,18 @@ def conds(name: str, seed: int = 0, tokens: int = 8, neg_tokens: int | None = No
     neg_tokens: a negative prompt length ComfyUI cannot batch with the positive's (e.g. 8 and 5),
     so cond and uncond run as separate model calls."""
     g = torch.Generator().manual_seed(seed)
-    _, unet_config, latent = TINY[name]
-    dim = unet_config.get("context_in_dim") or unet_config.get("text_dim") or unet_config.get("joint_attention_dim")
+    fixture = TINY[name]
     out = []
     for side in ("positive", "negative"):
         d = {}
-        if name in ("flux", "chroma") or name.startswith("hunyuan"):  # their model_base reads pooled_output
-            d["pooled_output"] = torch.randn(1, unet_config.get("vec_in_dim") or 32, generator=g)
-        if name == "flux":
-            d["guidance"] = 3.5
-        if name.startswith("wan_i2v"):
-            d["concat_latent_image"] = torch.randn(latent, generator=g)
-            d["concat_mask"] = torch.ones(1, 1, latent[2], latent[3] * 8, latent[4] * 8)
-            d["clip_vision_output"] = types.SimpleNamespace(
-                penultimate_hidden_states=torch.randn(1, 257, 1280, generator=g))
-        if name == "wan_vace":
-            d["vace_frames"] = [torch.randn(1, 32, latent[2], latent[3], latent[4], generator=g)]
-            d["vace_mask"] = [torch.ones(1, 64, latent[2], latent[3], latent[4])]
-            d["vace_strength"] = [1.0]
+        if fixture.pooled_dim:  # model_base reads pooled_output (Flux, Chroma, HunyuanVideo)
+            d["pooled_output"] = torch.randn(1, fixture.pooled_dim, generator=g)
+        if fixture.guidance is not None:
+            d["guidance"] = fixture.guidance
+        d.update(fixture.extras(fixture.latent, g))
         d.update(extra.get(side, {}))
         n = tokens if side == "positive" or neg_tokens is None else neg_tokens
-        out.append([[torch.randn(1, n, dim, generator=g), d]])
+        out.append([[torch.randn(1, n, fixture.text_dim, generator=g), d]])
     return out
 
 
