@@ -92,9 +92,11 @@ def compile_wrapper(compiled: dict):
             with grad:
                 return executor(*args, **kwargs)
         except TorchDynamoException as e:
-            broken["error"] = e
-            log.warning("MagCache CompileModel: torch.compile failed (%s: %s); this model runs uncompiled",
-                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            # Only the message is kept: the exception's traceback holds the failing call's frames,
+            # and with them its tensors (activations, the latent), for as long as the model lives.
+            broken["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
+            log.warning("MagCache CompileModel: torch.compile failed (%s); this model runs uncompiled",
+                        broken["error"])
         finally:
             for path, module in originals.items():
                 comfy.utils.set_attr(model, path, module)
