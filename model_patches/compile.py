@@ -18,6 +18,7 @@ from typing import Optional
 
 import torch
 
+from ..magcache.text import show
 from .spec import FamilySpec
 
 log = logging.getLogger("MagCache")
@@ -41,9 +42,9 @@ def compile_kwargs(mode: str, backend: str, fullgraph: bool, dynamic: bool, devi
     """torch.compile arguments for the node's inputs on `device`; CUDA-only choices fall back or fail here,
     before sampling."""
     if mode not in MODES:
-        raise CompileSettingsError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise CompileSettingsError(f"mode must be one of {', '.join(MODES)}, got {show(mode)}")
     if backend not in BACKENDS:
-        raise CompileSettingsError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise CompileSettingsError(f"backend must be one of {', '.join(BACKENDS)}, got {show(backend)}")
     cuda = torch.device(device).type == "cuda"
     if backend == "cudagraphs" and not cuda:
         raise CompileSettingsError(f"backend 'cudagraphs' needs a CUDA device; this model runs on "

@@ -68,7 +68,7 @@ def test_the_sampler_node_shows_the_skip_report(comfy, ui):
     assert len(ui) == 1
     text, node, sid = ui[0]
     assert node == "42" and sid == "client-7"
-    assert text.startswith(f"MagCache: skipped ") and not text.startswith("MagCache: skipped 0/")
+    assert text.startswith("MagCache: skipped ") and not text.startswith("MagCache: skipped 0/")
     assert f"/{STEPS} steps (cond " in text and text.endswith(", table wan2.1_t2v_1.3B"), text
 
 
