@@ -6,8 +6,9 @@
   and the tail hands on head-input + cached residual.
 - A DIFFUSION_MODEL wrapper marks the span of one model call (and picks the preset for 'auto').
 - An OUTER_SAMPLE wrapper creates the run's state, logs one line at the end (also shown on the
-  sampler node in the UI) and drops the state in a `finally`. Nothing is stored on the shared model; a family's hint maps (VACE) are swapped
-  through object patches of the clone, which ComfyUI applies and undoes with the clone.
+  sampler node in the UI) and drops the state in a `finally`. Nothing is stored on the shared
+  model; a family's hint maps (VACE) are swapped through object patches of the clone, which
+  ComfyUI applies and undoes with the clone.
 
 ComfyUI is imported only inside the functions that ComfyUI itself calls, so the block logic can be
 driven by plain block loops in unit tests.
