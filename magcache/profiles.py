@@ -41,7 +41,7 @@ def name_problem(name) -> Optional[str]:
     """Why `name` (already stripped) cannot be a profile name, or None."""
     if not isinstance(name, str):
         return f"it must be text, got {show(name)}"
-    if not NAME_RE.fullmatch(name) or name.endswith("."):
+    if not NAME_RE.fullmatch(name) or name.endswith((".", " ")):  # Windows drops a trailing dot or space
         return NAME_RULE
     if name.split(".")[0].rstrip(" ").upper() in WINDOWS_RESERVED:
         return "it is a reserved device name on Windows; pick another name"

@@ -181,6 +181,9 @@ def test_names_are_matched_whole_so_a_trailing_newline_is_not_a_second_name(tmp_
     (tmp_path / "x\n.json").write_text(json.dumps(GOOD))  # '$' would have matched before the newline
     (tmp_path / "y.json\n").write_text(json.dumps(GOOD))
     assert list_profiles(tmp_path) == []
+    (tmp_path / "x .json").write_text(json.dumps(GOOD))  # would open x.json once stripped
+    (tmp_path / "x..json").write_text(json.dumps(GOOD))
+    assert list_profiles(tmp_path) == []
     (tmp_path / "x.json").write_text(json.dumps(GOOD))
     assert list_profiles(tmp_path) == ["x"]
 
