@@ -11,9 +11,10 @@ from comfy_api.latest import ComfyExtension, io
 
 from .magcache import MagCacheConfig, get_preset, list_profiles, load_profile, save_profile
 from .magcache.config import END_STEP_RANGE, K_RANGE, RETENTION_RANGE, START_STEP_RANGE, THRESH_RANGE
-from .magcache.plot import plot_calibration
-from .magcache.profiles import ProfileError, check_name, profile_path
-from .model_patches import MODEL_TYPES, UnsupportedModel, available_specs, engine, resolve, spec_for_model
+from .magcache.plot import plot_calibration, save_png
+from .magcache.profiles import ProfileError, check_name, fingerprint, profile_path
+from .magcache.text import clip, show
+from .model_patches import MODEL_TYPES, UnsupportedModel, available_specs, engine, node_text, resolve, spec_for_model
 from .model_patches.compile import BACKENDS, MODES, apply_compile, compile_kwargs
 
 log = logging.getLogger("MagCache")
@@ -89,26 +90,41 @@ class MagCache(io.ComfyNode):
         )
 
     @classmethod
+    def fingerprint_inputs(cls, model_type=None, **kwargs):
+        # ComfyUI caches this node's output by its inputs; a profile edited or re-calibrated on disk
+        # must be read again, so its file's state is part of the key.
+        if isinstance(model_type, str) and model_type.startswith(PROFILE_PREFIX):
+            try:
+                path = profile_path(profiles_dir(), model_type[len(PROFILE_PREFIX):])
+            except ProfileError:
+                return "bad name"
+            return "profile " + ":".join(map(str, fingerprint(path)))
+        return ""
+
+    @classmethod
     def execute(cls, model, model_type: str, magcache_thresh: float, retention_ratio: float, magcache_K: int,
                 start_step: int = 0, end_step: int = -1, ratios=None) -> io.NodeOutput:
-        if magcache_thresh == 0:
-            return io.NodeOutput(model)
+        # Everything is validated first, also with thresh 0: a workflow that is wrong fails now,
+        # not later when the threshold is raised.
         config = MagCacheConfig(thresh=magcache_thresh, retention_ratio=retention_ratio, K=magcache_K,
                                 start_step=start_step, end_step=end_step)
         if ratios is not None:
             spec = family_of(model)
             if ratios.spec is not spec:
                 raise UnsupportedModel(f"MagCache: the connected calibration is for {ratios.spec.name}, the loaded "
-                                       f"model is {spec.name}")
+                                       f"model is {spec.name}; calibrate this model, or disconnect 'ratios'")
             preset = ratios
         elif model_type.startswith(PROFILE_PREFIX):
             spec = family_of(model)
             preset, meta = load_profile(profile_path(profiles_dir(), model_type[len(PROFILE_PREFIX):]))
             if meta["family"] != spec.name:
-                raise ProfileError(f"MagCache: profile '{model_type}' was calibrated on {meta['family']}, the loaded "
-                                   f"model is {spec.name}")
+                raise ProfileError(f"MagCache: profile {show(model_type)} was calibrated on {clip(meta['family'])}, "
+                                   f"the loaded model is {spec.name}; pick a profile of {spec.name} or a preset")
         else:
             spec, preset = resolve(model_type, diffusion_model(model))
+        if config.thresh == 0:
+            node_text.show("MagCache: off (magcache_thresh is 0); the model is passed on unchanged")
+            return io.NodeOutput(model)
         return io.NodeOutput(engine.apply(model, spec, config, preset))
 
 
@@ -169,8 +185,8 @@ class MagCacheCalibration(io.ComfyNode):
         spec = family_of(model)
         reference = CALIBRATION_TYPES.get(model_type)
         if reference is not None and reference not in spec.presets:
-            raise UnsupportedModel(f"MagCache calibration: model_type '{model_type}' is for another family than the "
-                                   f"loaded model ({spec.name}); use 'auto'")
+            raise UnsupportedModel(f"MagCache calibration: model_type {show(model_type)} is for another family than "
+                                   f"the loaded model ({spec.name}); use 'auto'")
         directory = profiles_dir()
 
         def on_result(result, run_info):
@@ -181,18 +197,20 @@ class MagCacheCalibration(io.ComfyNode):
                     "scheduler": scheduler_name(run_info["model_sampling"], run_info["sigmas"]),
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "comfyui_version": comfyui_version()}
-            path = save_profile(directory, name, result, meta)
+            path = save_profile(directory, name, result, meta)  # a failure is reported by the engine
+            message = (f"MagCache calibration: saved profile '{name}' ({result.steps} steps, "
+                       f"{'CFG' if result.cfg else 'no CFG'}) to {path}")
+            log.info(message)
             reference_table = get_preset(meta["reference"]) if meta["reference"] else None
             config = MagCacheConfig(*reference_table.recommended) if reference_table else MagCacheConfig()
-            picture = plot_calibration(result, config, reference_table,
-                                       title=f"MagCache calibration '{name}': {spec.name}, {result.steps} steps",
-                                       round_half_up=spec.retention_round_half_up)
-            from PIL import Image
-
-            Image.fromarray(picture).save(path.with_suffix(".png"))
-            log.info("MagCache calibration: saved profile '%s' (%d steps, %s) to %s", name, result.steps,
-                     "CFG" if result.cfg else "no CFG", path)
-            return {"path": str(path), "reference": meta["reference"]}
+            try:
+                save_png(path.with_suffix(".png"), plot_calibration(
+                    result, config, reference_table, round_half_up=spec.retention_round_half_up,
+                    title=f"MagCache calibration '{name}': {spec.name}, {result.steps} steps"))
+            except Exception as e:  # the profile is saved and usable; only its picture is missing
+                log.warning("MagCache calibration: the plot of '%s' was not saved: %s", name, e)
+                message += f"\nThe plot was NOT saved: {clip(str(e) or type(e).__name__)}"
+            return {"path": str(path), "reference": meta["reference"], "message": message}
 
         handle = engine.CalibrationHandle(spec, reference, on_result)
         return io.NodeOutput(engine.apply(model, spec, MagCacheConfig(thresh=0.0), reference, calibrate=handle),

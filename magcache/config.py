@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .text import show
+
 
 class MagCacheConfigError(ValueError):
     """A MagCache setting is out of range; the message names the setting and what is accepted."""
@@ -20,18 +22,18 @@ END_STEP_RANGE = (-10000, 10000)
 
 def _number(name: str, value, lo: float, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise MagCacheConfigError(f"{name} must be a number from {lo} to {hi}, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or not lo <= value <= hi:
-        raise MagCacheConfigError(f"{name} must be a number from {lo} to {hi}, got {value!r}")
-    return value
+        raise MagCacheConfigError(f"{name} must be a number from {lo} to {hi}, got {show(value)}")
+    if not (isinstance(value, float) and math.isfinite(value) or isinstance(value, int) and abs(value) < 2 ** 53) \
+            or not lo <= value <= hi:  # a huge int is not made a float (OverflowError)
+        raise MagCacheConfigError(f"{name} must be a number from {lo} to {hi}, got {show(value)}")
+    return float(value)
 
 
 def _whole(name: str, value, lo: int, hi: int) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise MagCacheConfigError(f"{name} must be a whole number from {lo} to {hi}, got {value!r}")
+        raise MagCacheConfigError(f"{name} must be a whole number from {lo} to {hi}, got {show(value)}")
     return value
 
 

@@ -2,6 +2,7 @@
 the given settings would skip marked. Drawn with Pillow (which ComfyUI ships)."""
 from __future__ import annotations
 
+import io
 from typing import Optional
 
 import numpy as np
@@ -10,6 +11,7 @@ from PIL import Image, ImageDraw
 from .calibration import CalibrationResult
 from .config import MagCacheConfig
 from .presets import COND, UNCOND, Preset
+from .profiles import write_atomic
 from .rule import predict_skips
 
 W, H, LEFT, RIGHT, TOP, BOTTOM = 960, 440, 70, 20, 40, 70
@@ -77,3 +79,10 @@ def plot_calibration(result: CalibrationResult, config: MagCacheConfig, referenc
         d.text((x + 16, H - 30), text, fill=(0, 0, 0))
         x += 24 + 7 * len(text)
     return np.array(img, dtype=np.uint8)
+
+
+def save_png(path, picture: np.ndarray):
+    """Save an RGB array as PNG atomically; a symlink at `path` is replaced, never written through."""
+    buf = io.BytesIO()
+    Image.fromarray(picture).save(buf, format="PNG")
+    return write_atomic(path, buf.getvalue())

@@ -10,6 +10,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .text import show
+
 DATA_FILE = Path(__file__).with_name("data") / "mag_ratios.json"
 RECOMMENDED_FILE = Path(__file__).with_name("data") / "recommended.json"
 COND, UNCOND = 0, 1  # the values ComfyUI puts in transformer_options["cond_or_uncond"]
@@ -23,7 +25,7 @@ def interpolate(values: Sequence[float], steps: int) -> tuple[float, ...]:
     """Nearest interpolation of one branch's ratios to `steps` entries, as the official code does:
     idx = round(arange(N) * (L - 1) / (N - 1)); for N = 1 the last entry."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise PresetError(f"step count must be a whole number >= 1, got {steps!r}")
+        raise PresetError(f"step count must be a whole number >= 1, got {show(steps)}")
     src = np.asarray(values, dtype=np.float64)
     if src.ndim != 1 or len(src) == 0:
         raise PresetError("cannot interpolate an empty ratio table")
@@ -54,7 +56,7 @@ class Preset:
             raise PresetError(f"{where} is empty")
         for i, v in enumerate(self.ratios):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise PresetError(f"{where}: entry {i} must be a finite positive number, got {v!r}")
+                raise PresetError(f"{where}: entry {i} must be a finite positive number, got {show(v)}")
         expected = self.steps * (2 if self.cfg_interleaved else 1)
         if len(self.ratios) != expected:
             layout = "2 per step (cond, uncond)" if self.cfg_interleaved else "1 per step"

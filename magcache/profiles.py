@@ -1,34 +1,58 @@
 """Calibration profiles: named JSON files holding a calibrated ratio table and how it was made.
 
-Reading treats a profile as data only: JSON, validated field by field, with an error naming the
-file and the problem."""
+Reading treats a profile as untrusted data: at most MAX_BYTES, UTF-8 JSON, validated field by field;
+anything else is a ProfileError whose first line names the file, the problem and what to do.
+Writing is atomic (a temporary file renamed over the target), so a crash never leaves half a file
+and a symlink planted at the target is replaced, never written through."""
 from __future__ import annotations
 
 import json
 import math
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from .calibration import CalibrationResult
 from .presets import Preset
+from .text import clip, show
+
+SHOWN = 50  # characters of a value from the file echoed in an error
 
 FORMAT = "magcache-profile"
 VERSION = 1
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,79}$")
+# Size limit of a profile file: 1 MB (10^6 bytes). A saved CFG profile takes about 130 bytes per
+# step (ratios, std and cosine distance, both branches), so the limit holds 7,000+ steps.
+MAX_BYTES = 1_000_000
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\- ]{0,79}")  # always used with fullmatch
+NAME_RULE = "use 1-80 letters, digits, spaces, '-', '_' or '.', starting with a letter or digit"
+# Device names Windows refuses as file names, with any extension (CON.json, com1.x.json).
+WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
+MAX_DIGITS = 30  # longer integers in a profile are refused (no ratio or step count needs them)
 
 
 class ProfileError(ValueError):
-    """A profile cannot be used; the message names the file and the problem."""
+    """A profile cannot be used or written; the first line names the file, the problem and what to do."""
+
+
+def name_problem(name) -> Optional[str]:
+    """Why `name` (already stripped) cannot be a profile name, or None."""
+    if not isinstance(name, str):
+        return f"it must be text, got {show(name)}"
+    if not NAME_RE.fullmatch(name) or name.endswith((".", " ")):  # Windows drops a trailing dot or space
+        return NAME_RULE
+    if name.split(".")[0].rstrip(" ").upper() in WINDOWS_RESERVED:
+        return "it is a reserved device name on Windows; pick another name"
+    return None
 
 
 def check_name(name: str) -> str:
     name = name.strip() if isinstance(name, str) else name
-    if not isinstance(name, str) or not NAME_RE.match(name) or name.endswith("."):
-        raise ProfileError(f"profile name {name!r} is not usable: use 1-80 letters, digits, spaces, '-', '_' "
-                           "or '.', starting with a letter or digit")
+    problem = name_problem(name)
+    if problem is not None:
+        raise ProfileError(f"MagCache: profile name {show(name)} cannot be used: {problem}")
     return name
 
 
@@ -37,25 +61,35 @@ def profile_path(directory, name: str) -> Path:
 
 
 def list_profiles(directory) -> list[str]:
-    """Names of the profiles in `directory` (file names only: nothing is parsed here)."""
+    """Names of the profiles in `directory` (file names only: nothing is parsed here). A file whose
+    name is not a usable profile name is not listed, so every listed name opens its own file."""
     d = Path(directory)
     if not d.is_dir():
         return []
-    return sorted(p.stem for p in d.glob("*.json") if p.is_file() and NAME_RE.match(p.stem))
+    return sorted(p.stem for p in d.glob("*.json") if name_problem(p.stem) is None and p.is_file())
 
 
-def save_profile(directory, name: str, result: CalibrationResult, meta: dict[str, Any]) -> Path:
-    """Write the profile atomically (a temporary file renamed over the target)."""
-    path = profile_path(directory, name)
+def fingerprint(path) -> tuple:
+    """What changes when the profile file is edited, replaced or removed (for the node's cache key)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ("missing",)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def write_atomic(path, data: bytes) -> Path:
+    """Write `data` to `path` through a temporary file in the same folder renamed over it: readers
+    never see half a file, and a symlink at `path` is replaced by the file, not followed."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"format": FORMAT, "version": VERSION, "name": name, **meta, "steps": result.steps,
-            "cfg_interleaved": result.cfg, "ratios": result.table(), "std": result.table(result.std),
-            "cos_dis": result.table(result.cos_dis)}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, allow_nan=False)
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -63,43 +97,100 @@ def save_profile(directory, name: str, result: CalibrationResult, meta: dict[str
     return path
 
 
+def save_profile(directory, name: str, result: CalibrationResult, meta: dict[str, Any]) -> Path:
+    """Write the profile atomically; a profile larger than MAX_BYTES (it could not be read back) is refused."""
+    path = profile_path(directory, name)
+    data = {"format": FORMAT, "version": VERSION, "name": name, **meta, "steps": result.steps,
+            "cfg_interleaved": result.cfg, "ratios": result.table(), "std": result.table(result.std),
+            "cos_dis": result.table(result.cos_dis)}
+    text = (json.dumps(data, indent=1, allow_nan=False) + "\n").encode("utf-8")
+    if len(text) > MAX_BYTES:
+        raise ProfileError(f"MagCache profile '{name}' was not saved: {result.steps} steps make {len(text)} bytes, "
+                           f"more than the {MAX_BYTES} byte limit for profiles; calibrate with fewer steps")
+    return write_atomic(path, text)
+
+
+class _TooLong(ValueError):
+    pass
+
+
+def _parse_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_DIGITS:
+        raise _TooLong(f"it holds a number with {len(digits.lstrip('-'))} digits")
+    return int(digits)
+
+
 def _reject_constant(name):
     raise ValueError(f"{name} is not allowed")
+
+
+def _fail(path: Path, problem: str):
+    raise ProfileError(f"MagCache profile '{clip(path.name)}' cannot be used: {problem}. "
+                       f"Fix or delete the file, or calibrate again.\nfile: {clip(str(path), 300)}")
+
+
+def _read(path: Path) -> Any:
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        _fail(path, f"it cannot be read ({e.strerror or type(e).__name__})")
+    if not stat.S_ISREG(st.st_mode):
+        _fail(path, "it is not a regular file")
+    if st.st_size > MAX_BYTES:
+        _fail(path, f"it has {st.st_size} bytes, more than the {MAX_BYTES} byte limit for profiles")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+    except OSError as e:
+        _fail(path, f"it cannot be read ({e.strerror or type(e).__name__})")
+    if len(raw) > MAX_BYTES:
+        _fail(path, f"it has more than the {MAX_BYTES} byte limit for profiles")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        _fail(path, f"it is not UTF-8 text (invalid byte at position {e.start})")
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
+    except RecursionError:
+        _fail(path, "it is nested too deeply to be a profile")
+    except _TooLong as e:
+        _fail(path, str(e))
+    except ValueError as e:
+        _fail(path, f"not valid JSON ({clip(str(e))})")
 
 
 def load_profile(path) -> tuple[Preset, dict[str, Any]]:
     """(the profile's table as a Preset, its metadata). Raises ProfileError naming the file."""
     path = Path(path)
-    where = f"MagCache profile {path}"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ProfileError(f"{where}: cannot be read ({e.strerror or e})") from None
-    try:
-        data = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as e:
-        raise ProfileError(f"{where}: not valid JSON ({e})") from None
+    data = _read(path)
     if not isinstance(data, dict):
-        raise ProfileError(f"{where}: expected a JSON object")
+        _fail(path, f"expected a JSON object, got {show(data, SHOWN)}")
     for key in ("format", "family", "steps", "cfg_interleaved", "ratios"):
         if key not in data:
-            raise ProfileError(f"{where}: missing field '{key}'")
+            _fail(path, f"missing field '{key}'")
     if data["format"] != FORMAT:
-        raise ProfileError(f"{where}: 'format' is {data['format']!r}, expected {FORMAT!r}")
+        _fail(path, f"'format' is {show(data['format'], SHOWN)}, expected {FORMAT!r}")
+    version = data.get("version", VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        _fail(path, f"'version' must be a whole number >= 1, got {show(version, SHOWN)}")
+    if version > VERSION:
+        _fail(path, f"it is format version {version}, written by a newer MagCache (this one reads {VERSION})")
+    if not isinstance(data["family"], str) or not data["family"]:
+        _fail(path, f"'family' must be a model family name, got {show(data['family'], SHOWN)}")
     steps, cfg, ratios = data["steps"], data["cfg_interleaved"], data["ratios"]
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ProfileError(f"{where}: 'steps' must be a whole number >= 1, got {steps!r}")
+        _fail(path, f"'steps' must be a whole number >= 1, got {show(steps, SHOWN)}")
     if not isinstance(cfg, bool):
-        raise ProfileError(f"{where}: 'cfg_interleaved' must be true or false, got {cfg!r}")
+        _fail(path, f"'cfg_interleaved' must be true or false, got {show(cfg, SHOWN)}")
     if not isinstance(ratios, list):
-        raise ProfileError(f"{where}: 'ratios' must be a list of numbers")
+        _fail(path, f"'ratios' must be a list of numbers, got {show(ratios, SHOWN)}")
     for i, v in enumerate(ratios):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise ProfileError(f"{where}: ratios[{i}] must be a finite positive number, got {v!r}")
+            _fail(path, f"ratios[{i}] must be a finite positive number, got {show(v, SHOWN)}")
     expected = steps * (2 if cfg else 1)
     if len(ratios) != expected:
         layout = "cond and uncond per step" if cfg else "one per step"
-        raise ProfileError(f"{where}: {len(ratios)} ratios for {steps} steps, expected {expected} ({layout})")
+        _fail(path, f"{len(ratios)} ratios for {steps} steps, expected {expected} ({layout})")
     preset = Preset(name=f"profile:{path.stem}", steps=steps, cfg_interleaved=cfg, ratios=tuple(float(v) for v in ratios))
     meta = {k: v for k, v in data.items() if k not in ("ratios", "std", "cos_dis")}
     return preset, meta

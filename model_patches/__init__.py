@@ -10,6 +10,7 @@ from functools import lru_cache
 from typing import Optional
 
 from ..magcache import builtin_presets
+from ..magcache.text import clip, show
 from . import chroma, flux, hunyuan_video, qwen_image, wan, wan_vace
 from .spec import BlockGroup, FamilySpec, Fixture
 
@@ -67,32 +68,46 @@ def spec_for_model(diffusion_model, specs=None) -> Optional[FamilySpec]:
     return next((s for s in specs if name in s.model_classes), None)
 
 
-def _supported(specs) -> str:
-    return "; ".join(f"{s.name} ({', '.join(s.model_classes)}: {', '.join(s.presets)})" for s in specs) or "none"
+def unsupported_reason(diffusion_model, specs=None) -> str:
+    """Why MagCache cannot use this model, in a few words a user understands."""
+    cls = type(diffusion_model)
+    for base in cls.__mro__[1:]:
+        family = next((s for s in (specs or ALL_SPECS) if _class_path(base) in s.model_classes), None)
+        if family is not None:
+            return f"it is {clip(cls.__name__, 60)}, a variant of {family.name} with its own code between blocks"
+    if "unet" in cls.__name__.lower() or "openaimodel" in cls.__module__:
+        return "this is a UNet; MagCache works on diffusion transformers"
+    return f"there is no MagCache support for {clip(cls.__name__, 60)} models"
+
+
+def unsupported_message(diffusion_model, specs) -> str:
+    return (f"MagCache cannot accelerate this model: {unsupported_reason(diffusion_model, specs)}. "
+            "Bypass the MagCache node for it.\n"
+            f"Supported families: {', '.join(s.name for s in specs) or 'none in this ComfyUI'}.\n"
+            f"Loaded model class: {clip(_class_path(type(diffusion_model)), 200)}")
 
 
 def resolve(model_type: str, diffusion_model, specs=None) -> tuple[FamilySpec, Optional[str]]:
     """(spec, preset) for a node's model_type on this model; preset None means 'auto' per call.
 
-    Raises UnsupportedModel naming the model class and the supported families, or the presets
-    valid for the loaded model."""
+    Raises UnsupportedModel saying why the model cannot be used (first line) with the supported
+    families and the model class after it, or naming the presets valid for the loaded model."""
     specs = available_specs() if specs is None else specs
     found = spec_for_model(diffusion_model, specs)
     name = _class_path(type(diffusion_model))
     if found is None:
-        raise UnsupportedModel(
-            f"MagCache does not support this model ({name}). Supported families: {_supported(specs)}")
+        raise UnsupportedModel(unsupported_message(diffusion_model, specs))
     if model_type == "auto":
         return found, None
     if model_type not in found.presets:
         if model_type not in builtin_presets() and not any(model_type in s.presets for s in ALL_SPECS):
-            problem = f"unknown model_type '{model_type}'"
+            problem = f"unknown model_type {show(model_type)}"
         else:
-            problem = f"model_type '{model_type}' does not match the loaded model ({name})"
+            problem = f"model_type {show(model_type)} does not match the loaded model ({name})"
         raise UnsupportedModel(f"MagCache: {problem}; for this model use 'auto' or one of: "
                                f"{', '.join(found.presets)}")
     return found, model_type
 
 
-__all__ = ["ALL_SPECS", "FIXTURES", "Fixture", "MODEL_TYPES", "ORIGINAL_MODEL_TYPES", "BlockGroup", "FamilySpec", "UnsupportedModel",
-           "available_specs", "resolve", "spec_for_model"]
+__all__ = ["ALL_SPECS", "FIXTURES", "MODEL_TYPES", "ORIGINAL_MODEL_TYPES", "BlockGroup", "FamilySpec", "Fixture",
+           "UnsupportedModel", "available_specs", "resolve", "spec_for_model", "unsupported_message"]

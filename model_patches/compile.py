@@ -18,6 +18,7 @@ from typing import Optional
 
 import torch
 
+from ..magcache.text import show
 from .spec import FamilySpec
 
 log = logging.getLogger("MagCache")
@@ -41,9 +42,9 @@ def compile_kwargs(mode: str, backend: str, fullgraph: bool, dynamic: bool, devi
     """torch.compile arguments for the node's inputs on `device`; CUDA-only choices fall back or fail here,
     before sampling."""
     if mode not in MODES:
-        raise CompileSettingsError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise CompileSettingsError(f"mode must be one of {', '.join(MODES)}, got {show(mode)}")
     if backend not in BACKENDS:
-        raise CompileSettingsError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise CompileSettingsError(f"backend must be one of {', '.join(BACKENDS)}, got {show(backend)}")
     cuda = torch.device(device).type == "cuda"
     if backend == "cudagraphs" and not cuda:
         raise CompileSettingsError(f"backend 'cudagraphs' needs a CUDA device; this model runs on "
@@ -110,9 +111,11 @@ def compile_wrapper(compiled: dict):
             with grad:
                 return executor(*cargs, **ckwargs)
         except TorchDynamoException as e:
-            broken["error"] = e
-            log.warning("MagCache CompileModel: torch.compile failed (%s: %s); this model runs uncompiled",
-                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            # Only the message is kept: the exception's traceback holds the failing call's frames,
+            # and with them its tensors (activations, the latent), for as long as the model lives.
+            broken["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
+            log.warning("MagCache CompileModel: torch.compile failed (%s); this model runs uncompiled",
+                        broken["error"])
         finally:
             for path, module in originals.items():
                 comfy.utils.set_attr(model, path, module)

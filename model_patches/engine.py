@@ -5,9 +5,10 @@
   stores tail-output minus head-input (image tokens) per branch; on a skipped call no block runs
   and the tail hands on head-input + cached residual.
 - A DIFFUSION_MODEL wrapper marks the span of one model call (and picks the preset for 'auto').
-- An OUTER_SAMPLE wrapper creates the run's state, logs one line at the end and drops the state
-  in a `finally`. Nothing is stored on the shared model; a family's hint maps (VACE) are swapped
-  through object patches of the clone, which ComfyUI applies and undoes with the clone.
+- An OUTER_SAMPLE wrapper creates the run's state, logs one line at the end (also shown on the
+  sampler node in the UI) and drops the state in a `finally`. Nothing is stored on the shared
+  model; a family's hint maps (VACE) are swapped through object patches of the clone, which
+  ComfyUI applies and undoes with the clone.
 
 ComfyUI is imported only inside the functions that ComfyUI itself calls, so the block logic can be
 driven by plain block loops in unit tests.
@@ -23,6 +24,8 @@ from typing import Optional
 import torch
 
 from ..magcache import COND, Calibration, CalibrationResult, MagCacheConfig, Preset, RunState, get_preset
+from ..magcache.text import clip
+from . import node_text
 from .spec import BlockGroup, FamilySpec
 
 log = logging.getLogger("MagCache")
@@ -297,30 +300,45 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     finally:
         if run.calibration is not None:
-            finish_calibration(run, sampling, args, kwargs)
+            node_text.show(finish_calibration(run, sampling, args, kwargs))
         else:
-            log.info(run.state.summary())
+            report = run_report(run)
+            log.info(report)
+            node_text.show(report)  # on the sampler node in the UI, when a server runs
         run.state.release()
         run.call = None
         guider.model_options = orig
 
 
-def finish_calibration(run: Run, model_sampling, args, kwargs) -> None:
-    """Hand the run's curves to the calibration handle; a failure is logged, never raised, so the
-    generation itself is never lost to it."""
+def run_report(run: Run) -> str:
+    """The run's summary line and the table it read, e.g. 'MagCache: skipped 9/20 steps (cond 9, uncond 9),
+    est. 1.8x, table flux'; a run with caching off says why."""
+    text = run.state.summary()
+    if run.state.disabled_reason is None and run.last_preset is not None:
+        text += f", table {getattr(run.last_preset, 'name', run.last_preset)}"
+    return text
+
+
+def finish_calibration(run: Run, model_sampling, args, kwargs) -> str:
+    """Hand the run's curves to the calibration handle and return what happened, for the UI. A failure
+    is logged and reported, never raised, so the generation itself is never lost to it."""
     sched = run.state.current_schedule
     try:
         result = run.calibration.result(sched.steps) if sched is not None else None
         if result is None:
             log.warning("MagCache calibration: nothing was recorded in this run")
-            return
+            return "MagCache calibration: nothing was recorded in this run, no profile was saved"
         sampler = args[2] if len(args) > 2 else kwargs.get("sampler")
         fn = getattr(sampler, "sampler_function", None)
         name = getattr(fn, "__name__", type(sampler).__name__)
-        run.settings.calibrate.finish(result, {"sampler": name.removeprefix("sample_"), "sigmas": sched.sigmas,
-                                               "preset": run.last_preset, "model_sampling": model_sampling})
-    except Exception:
+        handle = run.settings.calibrate
+        handle.finish(result, {"sampler": name.removeprefix("sample_"), "sigmas": sched.sigmas,
+                               "preset": run.last_preset, "model_sampling": model_sampling})
+        return handle.info.get("message") or f"MagCache calibration: measured {result.steps} steps"
+    except Exception as e:
         log.exception("MagCache calibration: the result could not be saved")
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return f"MagCache calibration: the profile was NOT saved: {clip(first, 300)}"
     finally:
         run.calibration.release()
 

@@ -135,7 +135,7 @@ def test_profile_for_another_family_and_broken_profiles_are_clear_errors(comfy, 
     (user_dir / "magcache" / "fluxprof.json").write_text(json.dumps(good))
     options = comfy.MagCache.define_schema().inputs[1].options  # a broken profile does not break the list
     assert "profile:broken" in options and "profile:fluxprof" in options
-    with pytest.raises(ProfileError, match=r"broken.json: not valid JSON"):
+    with pytest.raises(ProfileError, match=r"MagCache profile 'broken.json' cannot be used: not valid JSON"):
         comfy.MagCache.execute(tiny_model("flux"), "profile:broken", 0.2, 0.2, 2, 0, -1)
     with pytest.raises(ProfileError, match=r"profile 'profile:fluxprof' was calibrated on Flux, the loaded model is Wan"):
         comfy.MagCache.execute(tiny_model("wan_t2v"), "profile:fluxprof", 0.2, 0.2, 2, 0, -1)
@@ -153,5 +153,5 @@ def test_an_unfilled_calibration_switches_caching_off_with_a_warning(comfy, user
     assert "caching is off for this run: the connected calibration has no result yet" in caplog.text
     with pytest.raises(ValueError, match="no result yet"):
         comfy.MagCacheCalibrationPlot.execute(handle, 0.3, 0.1, 3)
-    with pytest.raises(Exception, match="is not usable"):
+    with pytest.raises(Exception, match="cannot be used"):
         comfy.MagCacheCalibration.execute(model, "auto", "../escape")

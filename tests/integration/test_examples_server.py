@@ -292,3 +292,108 @@ def test_frontend_flags_a_missing_node(page):
         assert ["NotARealMagCacheNode", False] in loaded
     finally:
         close_reports(page)
+
+
+def test_custom_node_locales_are_served(server):
+    """ComfyUI's /i18n merges every custom node's locales/<lang>/main.json and nodeDefs.json."""
+    i18n = server.get("/i18n")
+    for lang, title in (("zh", "MagCache 加速"), ("ko", "MagCache 가속"), ("ja", "MagCache 高速化")):
+        assert i18n[lang]["nodeDefs"]["MagCache"]["display_name"] == title
+        assert set(i18n[lang]["nodeDefs"]) >= {"MagCache", "MagCacheCalibration", "MagCacheCalibrationPlot",
+                                               "CompileModel"}
+        assert i18n[lang]["dataTypes"]["MAGCACHE_RATIOS"]
+
+
+def wan_prompt(object_info, seed, **magcache_inputs):
+    ckpt, _, cond, _ = RUNS["wan2.1_t2v.json"]
+    wf = json.loads((ROOT / "examples" / "wan2.1_t2v.json").read_text())
+    prompt = to_api(wf, object_info, ckpt, cond)
+    sampler = next(k for k, v in prompt.items() if v["class_type"] == "KSampler")
+    prompt[sampler]["inputs"]["seed"] = seed  # a new seed: ComfyUI would serve an identical prompt from its cache
+    magcache = next(k for k, v in prompt.items() if v["class_type"] == "MagCache")
+    prompt[magcache]["inputs"].update(magcache_inputs)
+    return wf, prompt, sampler
+
+
+def test_an_edited_profile_is_read_again_on_the_next_run(server, object_info):
+    folder = server.base / "user" / "magcache"
+    folder.mkdir(parents=True, exist_ok=True)
+    good = {"format": "magcache-profile", "version": 1, "family": "Wan", "steps": 4, "cfg_interleaved": True,
+            "ratios": [1.0, 1.0, 0.99, 0.99, 0.98, 0.98, 0.97, 0.97]}
+    (folder / "e2e.json").write_text(json.dumps(good))
+    _, prompt, _ = wan_prompt(server.get("/object_info"), 1234, model_type="profile:e2e")
+    first = server.run_prompt(prompt)
+    assert first["status"]["status_str"] == "success", json.dumps(first["status"])[:2000]
+    (folder / "e2e.json").write_text("{ edited and broken")
+    again = server.run_prompt(prompt)  # the identical prompt: only the file changed
+    assert again["status"]["status_str"] == "error", "the node's output was served from ComfyUI's cache"
+    error = next(m[1] for m in again["status"]["messages"] if m[0] == "execution_error")
+    assert error["node_type"] == "MagCache"
+    assert error["exception_message"].startswith("MagCache profile 'e2e.json' cannot be used: not valid JSON")
+    (folder / "e2e.json").unlink()
+
+
+def test_the_sampler_node_shows_the_skip_report_in_the_browser(server, object_info, page):
+    wf, prompt, sampler = wan_prompt(object_info, 4321)
+    page.evaluate("wf => window.app.loadGraphData(wf)", wf)
+    page.wait_for_timeout(800)
+    client_id = page.evaluate("() => (window.app.api ?? window.comfyAPI?.api?.api)?.clientId"
+                              " ?? sessionStorage.getItem('clientId')")
+    assert client_id, "the page has no client id"
+    before = server.log().count("MagCache: skipped")
+    answer = server.post("/prompt", {"prompt": prompt, "client_id": client_id})
+    show_node(page, "KSampler", 0.9)
+    read = """id => {
+        const n = window.app.graph.getNodeById(id);
+        const w = (n && n.widgets || []).find(w => w.name === '$$node-text-preview');
+        return w ? String(w.value) : null;
+    }"""
+    page.wait_for_function(f"id => ({read})(id) && ({read})(id).startsWith('MagCache: skipped')", arg=int(sampler),
+                           timeout=120_000)
+    text = page.evaluate(read, int(sampler))
+    assert text.startswith("MagCache: skipped ") and text.endswith(", table wan2.1_t2v_1.3B"), text
+    assert server.log().count("MagCache: skipped") > before and answer["prompt_id"]
+    show_node(page, "KSampler", 0.9)
+    page.wait_for_function("t => document.body.innerText.includes(t)", arg=text, timeout=20_000)  # in the DOM
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "skip_report_on_sampler.png"))
+
+
+def set_setting(server, key, value):
+    import urllib.request
+
+    req = urllib.request.Request(f"{server.url}/settings/{key}", data=json.dumps(value).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200
+
+
+def test_the_frontend_shows_translated_node_titles_in_chinese(server, page):
+    """Comfy.Locale = zh: the frontend loads the pack's locales/zh and titles the nodes with it."""
+    wf = json.loads((ROOT / "examples" / "calibration.json").read_text())
+    zh = json.loads((ROOT / "locales" / "zh" / "nodeDefs.json").read_text(encoding="utf-8"))
+    set_setting(server, "Comfy.Locale", "zh")
+    pg = page.context.browser.new_page(viewport={"width": 1600, "height": 1000})
+    try:
+        pg.goto(server.url)
+        pg.wait_for_function("() => window.app && window.app.graph && window.LiteGraph", timeout=120_000)
+        pg.evaluate("wf => window.app.loadGraphData(wf)", wf)
+        pg.wait_for_timeout(1500)
+        titles = pg.evaluate("""() => {
+            const cal = window.app.graph._nodes.find(n => n.type === 'MagCacheCalibration');
+            ['MagCache', 'CompileModel'].forEach((type, i) => {  // the two nodes this example lacks
+                const n = window.LiteGraph.createNode(type);
+                n.pos = [cal.pos[0] + 400 * i, cal.pos[1] + 360];
+                window.app.graph.add(n);
+            });
+            return Object.fromEntries(window.app.graph._nodes.map(n => [n.type, n.title]));
+        }""")
+        assert titles["MagCache"] == zh["MagCache"]["display_name"] == "MagCache 加速"
+        for node_id in ("MagCacheCalibration", "MagCacheCalibrationPlot", "CompileModel"):
+            assert titles[node_id] == zh[node_id]["display_name"], titles
+        show_node(pg, "MagCacheCalibration", 0.9)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(ARTIFACTS / "locale_zh_titles.png"))
+    finally:
+        pg.close()
+        set_setting(server, "Comfy.Locale", "en")

@@ -59,10 +59,31 @@ def test_wrong_family_preset_is_an_error_naming_the_valid_ones():
         resolve("sdxl", FakeFlux(), (FAKE,))
 
 
-def test_unsupported_model_names_its_class_and_the_families():
-    with pytest.raises(UnsupportedModel, match=r"does not support this model \(.*Other\)\. Supported families: "
-                                               r"Fake \(.*FakeFlux: flux, flux_kontext\)"):
-        resolve("auto", Other(), (FAKE,))
+class UNetModel:
+    pass
+
+
+def unsupported(model) -> str:
+    with pytest.raises(UnsupportedModel) as e:
+        resolve("auto", model, (FAKE,))
+    msg = str(e.value)
+    first = msg.splitlines()[0]
+    assert first.startswith("MagCache cannot accelerate this model: ") and first.endswith("Bypass the MagCache node for it.")
+    assert len(first) <= 160 and len(msg) <= 400, msg
+    assert msg.splitlines()[1:] == ["Supported families: Fake.", f"Loaded model class: {__name__}.{type(model).__qualname__}"]
+    return first
+
+
+def test_unsupported_model_says_why_in_one_short_line_then_the_families_and_its_class():
+    assert "this is a UNet; MagCache works on diffusion transformers" in unsupported(UNetModel())
+    assert "it is FakeFluxSubclass, a variant of Fake with its own code between blocks" in unsupported(FakeFluxSubclass())
+    assert "there is no MagCache support for Other models" in unsupported(Other())
+
+
+def test_a_huge_model_type_is_not_echoed_whole():
+    with pytest.raises(UnsupportedModel) as e:
+        resolve("x" * 5_000_000, FakeFlux(), (FAKE,))
+    assert len(str(e.value)) < 300 and "unknown model_type 'xxxx" in str(e.value)
 
 
 def test_block_list_follows_the_spec():
