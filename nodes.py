@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime, timezone
 
 import folder_paths
 import torch
 from comfy_api.latest import ComfyExtension, io
 
-from .magcache import MagCacheConfig, get_preset, list_profiles, load_profile, save_profile
+from .magcache import MagCacheConfig, get_preset, list_profiles, load_profile
 from .magcache.config import END_STEP_RANGE, K_RANGE, RETENTION_RANGE, START_STEP_RANGE, THRESH_RANGE
-from .magcache.plot import plot_calibration, save_png
+from .magcache.plot import plot_calibration
 from .magcache.profiles import ProfileError, check_name, fingerprint, profile_path
 from .magcache.text import clip, show
 from .model_patches import MODEL_TYPES, UnsupportedModel, available_specs, engine, node_text, resolve, spec_for_model
+from .model_patches.calibrate import profile_writer
 from .model_patches.compile import BACKENDS, MODES, apply_compile, compile_kwargs
 
 log = logging.getLogger("MagCache")
@@ -128,30 +128,6 @@ class MagCache(io.ComfyNode):
         return io.NodeOutput(engine.apply(model, spec, config, preset))
 
 
-def comfyui_version() -> str:
-    try:
-        import comfyui_version
-
-        return comfyui_version.__version__
-    except Exception:
-        return "unknown"
-
-
-def scheduler_name(model_sampling, sigmas) -> str:
-    """Which ComfyUI scheduler made `sigmas` (for the profile's record), or 'custom'."""
-    import comfy.samplers
-
-    target = torch.tensor(sigmas, dtype=torch.float32)
-    for name in comfy.samplers.SCHEDULER_NAMES:
-        try:
-            got = comfy.samplers.calculate_sigmas(model_sampling, name, len(sigmas) - 1).float().cpu()
-        except Exception:
-            continue
-        if got.shape == target.shape and torch.allclose(got, target, rtol=1e-4, atol=1e-6):
-            return name
-    return "custom"
-
-
 class MagCacheCalibration(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -187,32 +163,7 @@ class MagCacheCalibration(io.ComfyNode):
         if reference is not None and reference not in spec.presets:
             raise UnsupportedModel(f"MagCache calibration: model_type {show(model_type)} is for another family than "
                                    f"the loaded model ({spec.name}); use 'auto'")
-        directory = profiles_dir()
-
-        def on_result(result, run_info):
-            table = run_info.get("preset") or reference or spec.presets[0]
-            meta = {"family": spec.name, "model_class": spec.model_classes[0],
-                    "reference": table if isinstance(table, str) else None,
-                    "sampler": run_info.get("sampler"),
-                    "scheduler": scheduler_name(run_info["model_sampling"], run_info["sigmas"]),
-                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "comfyui_version": comfyui_version()}
-            path = save_profile(directory, name, result, meta)  # a failure is reported by the engine
-            message = (f"MagCache calibration: saved profile '{name}' ({result.steps} steps, "
-                       f"{'CFG' if result.cfg else 'no CFG'}) to {path}")
-            log.info(message)
-            reference_table = get_preset(meta["reference"]) if meta["reference"] else None
-            config = MagCacheConfig(*reference_table.recommended) if reference_table else MagCacheConfig()
-            try:
-                save_png(path.with_suffix(".png"), plot_calibration(
-                    result, config, reference_table, round_half_up=spec.retention_round_half_up,
-                    title=f"MagCache calibration '{name}': {spec.name}, {result.steps} steps"))
-            except Exception as e:  # the profile is saved and usable; only its picture is missing
-                log.warning("MagCache calibration: the plot of '%s' was not saved: %s", name, e)
-                message += f"\nThe plot was NOT saved: {clip(str(e) or type(e).__name__)}"
-            return {"path": str(path), "reference": meta["reference"], "message": message}
-
-        handle = engine.CalibrationHandle(spec, reference, on_result)
+        handle = engine.CalibrationHandle(spec, reference, profile_writer(spec, reference, profiles_dir(), name))
         return io.NodeOutput(engine.apply(model, spec, MagCacheConfig(thresh=0.0), reference, calibrate=handle),
                              handle)
 

@@ -1,0 +1,71 @@
+"""What a finished calibration run leaves behind: the profile (with where and how it was measured)
+and its plot, and the text the node shows. ComfyUI is asked only for what it alone knows (the
+scheduler that made the run's sigmas, its version)."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Optional
+
+import torch
+
+from ..magcache import MagCacheConfig, get_preset, save_profile
+from ..magcache.plot import plot_calibration, save_png
+from ..magcache.text import clip
+from .spec import FamilySpec
+
+log = logging.getLogger("MagCache")
+
+
+def comfyui_version() -> str:
+    try:
+        import comfyui_version
+
+        return comfyui_version.__version__
+    except Exception:
+        return "unknown"
+
+
+def scheduler_name(model_sampling, sigmas) -> str:
+    """Which ComfyUI scheduler made `sigmas` (for the profile's record), or 'custom'."""
+    import comfy.samplers
+
+    target = torch.tensor(sigmas, dtype=torch.float32)
+    for name in comfy.samplers.SCHEDULER_NAMES:
+        try:
+            got = comfy.samplers.calculate_sigmas(model_sampling, name, len(sigmas) - 1).float().cpu()
+        except Exception:
+            continue
+        if got.shape == target.shape and torch.allclose(got, target, rtol=1e-4, atol=1e-6):
+            return name
+    return "custom"
+
+
+def profile_writer(spec: FamilySpec, reference: Optional[str], directory: str, name: str):
+    """The calibration handle's on_result: saves profile `name` in `directory` and its plot beside it;
+    returns what the node shows. A failed save raises (the engine reports it on the node)."""
+
+    def on_result(result, run_info) -> dict:
+        table = run_info.get("preset") or reference or spec.presets[0]
+        meta = {"family": spec.name, "model_class": spec.model_classes[0],
+                "reference": table if isinstance(table, str) else None,
+                "sampler": run_info.get("sampler"),
+                "scheduler": scheduler_name(run_info["model_sampling"], run_info["sigmas"]),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "comfyui_version": comfyui_version()}
+        path = save_profile(directory, name, result, meta)
+        message = (f"MagCache calibration: saved profile '{name}' ({result.steps} steps, "
+                   f"{'CFG' if result.cfg else 'no CFG'}) to {path}")
+        log.info(message)
+        reference_table = get_preset(meta["reference"]) if meta["reference"] else None
+        config = MagCacheConfig(*reference_table.recommended) if reference_table else MagCacheConfig()
+        try:
+            save_png(path.with_suffix(".png"), plot_calibration(
+                result, config, reference_table, round_half_up=spec.retention_round_half_up,
+                title=f"MagCache calibration '{name}': {spec.name}, {result.steps} steps"))
+        except Exception as e:  # the profile is saved and usable; only its picture is missing
+            log.warning("MagCache calibration: the plot of '%s' was not saved: %s", name, e)
+            message += f"\nThe plot was NOT saved: {clip(str(e) or type(e).__name__)}"
+        return {"path": str(path), "reference": meta["reference"], "message": message}
+
+    return on_result
