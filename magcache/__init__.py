@@ -1,6 +1,7 @@
 """Model-agnostic MagCache core: settings, ratio tables, step schedule, skip rule, per-run state.
 
-Pure Python and torch; nothing here imports ComfyUI."""
+Python, torch and numpy (Pillow for the plot); nothing here imports ComfyUI, so all of it is tested
+without ComfyUI (tests/unit)."""
 from .calibration import Calibration, CalibrationResult
 from .config import MagCacheConfig, MagCacheConfigError
 from .presets import COND, UNCOND, Preset, PresetError, builtin_presets, get_preset, interpolate

@@ -92,10 +92,17 @@ def test_block_list_follows_the_spec():
                     ("single_block", 2)]
 
 
-def test_every_preset_of_every_family_is_selectable_and_original_choices_stay():
-    for spec in ALL_SPECS:
-        assert set(spec.presets) <= set(MODEL_TYPES)
-    assert MODEL_TYPES[0] == "auto" and "wan2.1_vace_14B" in MODEL_TYPES
+def test_every_preset_of_every_family_has_a_table_and_original_choices_stay():
+    from comfyui_magcache.magcache import builtin_presets
+
+    named = [p for spec in ALL_SPECS for p in spec.presets]
+    assert sorted(named) == sorted(builtin_presets())  # each table belongs to one family; no preset lacks one
+    assert set(named) <= set(MODEL_TYPES)
+    # the original pack's model_type combo, in its order (saved workflows store these strings)
+    original = ("flux", "flux_kontext", "chroma", "qwen_image", "hunyuan_video", "hunyuan_video1.5",
+                "wan2.1_t2v_1.3B", "wan2.1_t2v_14B", "wan2.1_i2v_480p_14B", "wan2.1_i2v_720p_14B",
+                "wan2.1_vace_1.3B", "wan2.1_vace_14B")
+    assert MODEL_TYPES[:len(original) + 1] == ("auto",) + original
 
 
 def test_blocks_a_model_never_runs_are_left_out():
