@@ -360,16 +360,69 @@ def replacements(spec: FamilySpec, diffusion_model, existing: dict) -> dict:
     return out
 
 
+class SwappedBlock:
+    """One block of a swapped list as its loop calls it: block(hidden, *args, **kwargs) -> hidden,
+    routed through the same head/tail logic as a block replacement."""
+
+    __slots__ = ("module", "cached")
+
+    def __init__(self, module, cached: CachedBlock):
+        self.module, self.cached = module, cached
+
+    def __call__(self, hidden, *args, **kwargs):
+        def original(a):
+            return {"img": self.module(a["img"], *args, **kwargs)}
+
+        to = kwargs.get("transformer_options") or {}
+        return self.cached({"img": hidden, "transformer_options": to}, {"original_block": original})["img"]
+
+
+class CachedBlockList(torch.nn.ModuleList):
+    """The block-list swap: the same block modules under the same names (so weight patches, LoRA,
+    offloading and CompileModel's per-call swaps see the original blocks), but iterating or indexing
+    it, as a block loop does, hands each block out wrapped in a SwappedBlock."""
+
+    def __init__(self, modules, cached: dict):
+        super().__init__(modules)
+        self.__dict__["magcache_blocks"] = cached  # index -> CachedBlock; plain attribute, not a submodule
+
+    def _wrap(self, i: int, module):
+        cached = self.magcache_blocks.get(i)
+        return SwappedBlock(module, cached) if cached is not None else module
+
+    def __iter__(self):
+        return (self._wrap(i, m) for i, m in enumerate(self._modules.values()))
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return torch.nn.ModuleList(list(self._modules.values())[idx])
+        return self._wrap(idx % len(self), super().__getitem__(idx))
+
+
+def swapped_lists(spec: FamilySpec, diffusion_model) -> dict:
+    """{attribute: CachedBlockList} for a block_swap family: every group's list, same modules, wrapped."""
+    blocks = spec.blocks(diffusion_model)
+    out: dict = {}
+    for n, (group, i) in enumerate(blocks):
+        out.setdefault(group.attr, {})[i] = CachedBlock(group, n == 0, n == len(blocks) - 1)
+    return {attr: CachedBlockList(list(getattr(diffusion_model, attr)._modules.values()), cached)
+            for attr, cached in out.items()}
+
+
 def apply(model, spec: FamilySpec, config: MagCacheConfig, preset=None, calibrate: Optional[CalibrationHandle] = None):
     """Return a clone of the ModelPatcher `model` with MagCache hooked in; `model` is not touched."""
     from comfy.patcher_extension import WrappersMP
 
     model = model.clone()
     dm = model.get_model_object("diffusion_model")
-    existing = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
-    for (kind, i), patch in replacements(spec, unwrap(dm), existing).items():
-        model.set_model_patch_replace(patch, "dit", kind, i)
     prefix = "diffusion_model._orig_mod" if dm is not unwrap(dm) else "diffusion_model"
+    if spec.hook == "block_swap":  # a list already swapped by MagCache is replaced: newer settings win
+        for attr, blocks in swapped_lists(spec, unwrap(dm)).items():
+            model.add_object_patch(f"{prefix}.{attr}", blocks)
+    else:
+        existing = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
+        for (kind, i), patch in replacements(spec, unwrap(dm), existing).items():
+            model.set_model_patch_replace(patch, "dit", kind, i)
     for attr in spec.hint_maps:
         current = getattr(unwrap(dm), attr)
         if not isinstance(current, SkippedCallsSeeEmpty):

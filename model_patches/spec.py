@@ -73,6 +73,9 @@ class Fixture:
     slow: bool = False
 
 
+HOOKS = ("patches_replace", "block_swap")
+
+
 @dataclass(frozen=True)
 class FamilySpec:
     """A model family MagCache can patch.
@@ -88,6 +91,11 @@ class FamilySpec:
         calls they read as empty, so those blocks are skipped too.
     compile_also: further ModuleLists of blocks that CompileModel compiles (VACE's vace_blocks).
     retention_round_half_up: the retention boundary is int(R*N + 0.5) (official Flux) instead of int(R*N).
+    hook: how the blocks are reached. "patches_replace": ComfyUI's block replacements
+        (patches_replace["dit"], for block loops that read them). "block_swap": for loops that do not
+        (Lumina 2 / Z-Image, HiDream): an object patch on the clone puts in a ModuleList of the same
+        blocks whose iteration hands each block out wrapped; each group's blocks are then called as
+        block(hidden_state, *args, **kwargs) -> hidden_state.
     fixtures: tiny instances for the tests and the benchmark (every generic test runs on each).
     """
 
@@ -99,7 +107,12 @@ class FamilySpec:
     hint_maps: tuple[str, ...] = ()
     compile_also: tuple[str, ...] = ()
     retention_round_half_up: bool = False
+    hook: str = "patches_replace"
     fixtures: tuple[Fixture, ...] = ()
+
+    def __post_init__(self):
+        if self.hook not in HOOKS:
+            raise ValueError(f"{self.name}: hook must be one of {', '.join(HOOKS)}, got {self.hook!r}")
 
     def __deepcopy__(self, memo):  # immutable; ComfyUI deep-copies model_options at every clone
         return self

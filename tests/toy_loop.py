@@ -84,6 +84,60 @@ class ToyFlux:
         return self.final_layer(img)[:, :n_img]
 
 
+class ToyLayer(torch.nn.Module):
+    """A block of a loop that never reads patches_replace (as Lumina 2's NextDiT.layers): called as
+    layer(x, c, transformer_options=...) and returns x; updates in place."""
+
+    def __init__(self, i, calls):
+        super().__init__()
+        self.i, self.calls = i, calls
+        self.scale = torch.nn.Parameter(torch.tensor(0.3 + 0.1 * i))
+
+    def forward(self, x, c, transformer_options=None):
+        self.calls[("layer", self.i)] += 1
+        x += self.scale * torch.tanh(x + c) + 0.01 * (self.i + 1)
+        return x
+
+
+class ToyStack(torch.nn.Module):
+    """A toy diffusion model with one ModuleList of blocks and no block replacements."""
+
+    def __init__(self, n=4):
+        super().__init__()
+        self.calls = Counter()
+        self.layers = torch.nn.ModuleList(ToyLayer(i, self.calls) for i in range(n))
+        self.final_inputs = []
+
+    def final_layer(self, x):
+        self.final_inputs.append(x.clone())
+        return x * 2.0
+
+    def forward(self, img, txt, transformer_options, **kwargs):
+        x = img.clone()
+        c = txt.mean(dim=1, keepdim=True)
+        for layer in self.layers:
+            x = layer(x, c, transformer_options=transformer_options)
+        return self.final_layer(x)
+
+
+def toy_stack_spec():
+    """A throwaway family reached by the block-list swap."""
+    from comfyui_magcache.model_patches.spec import BlockGroup, FamilySpec
+
+    return FamilySpec(name="Toy stack", model_classes=("toy_loop.ToyStack",),
+                      groups=(BlockGroup("layer", "layers"),), presets=("wan2.1_t2v_1.3B",), hook="block_swap")
+
+
+def hook(spec, model, existing=None) -> dict:
+    """Hook a spec into a toy model as apply() does into a ComfyUI model: the block-list swap sets
+    the lists on the model (apply: an object patch), block replacements are returned for the loop."""
+    if spec.hook == "block_swap":
+        for attr, blocks in engine.swapped_lists(spec, model).items():
+            setattr(model, attr, blocks)
+        return {}
+    return engine.replacements(spec, model, existing or {})
+
+
 class Executor:
     """Stands in for ComfyUI's WrapperExecutor around the diffusion model's forward."""
 
@@ -99,7 +153,7 @@ def sample(model, spec, config, sigmas, x, txt, cond_or_uncond=(1, 0), preset=No
            calls_per_step=None, **forward_kwargs):
     """Run one 'sampling run': every step calls the model once per call layout.
     Returns (outputs per call, the run)."""
-    reps = engine.replacements(spec, model, existing or {})
+    reps = hook(spec, model, existing)
     run = engine.Run(engine.Settings(spec, config, preset))
     layouts = calls_per_step or [tuple(cond_or_uncond)]
     outs = []

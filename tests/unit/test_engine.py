@@ -1,8 +1,10 @@
-"""The hooking engine driven by a toy block loop that behaves like ComfyUI's Flux loop."""
+"""The hooking engine driven by toy block loops: one that behaves like ComfyUI's Flux loop (block
+replacements), one that reads no replacements (the block-list swap)."""
+import pytest
 import torch
 from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, get_preset, predict_skips
 from comfyui_magcache.model_patches import engine, flux
-from toy_loop import ToyFlux, sample
+from toy_loop import ToyFlux, ToyLayer, ToyStack, hook, sample, toy_stack_spec
 
 SIGMAS = torch.linspace(1.0, 0.0, 13)  # 12 steps
 FLAT = MagCacheConfig(thresh=0.3, K=2, retention_ratio=0.2)
@@ -13,36 +15,52 @@ def inputs(batch=2, seed=0):
     return torch.randn(batch, 6, 4, generator=g), torch.randn(batch, 3, 4, generator=g)
 
 
-def test_thresh_zero_and_outside_a_run_are_bit_identical():
+# The generic engine tests run for both hook strategies: Flux's block replacements, and a throwaway
+# family (a toy loop without patches_replace) reached by the block-list swap, defined nowhere else.
+TOYS = {"patches_replace": (ToyFlux, lambda: flux.SPEC), "block_swap": (ToyStack, toy_stack_spec)}
+
+
+@pytest.fixture(params=sorted(TOYS))
+def toy(request):
+    make, spec = TOYS[request.param]
+    return make, spec()
+
+
+def table_of(spec):
+    return spec.presets[0]
+
+
+def test_thresh_zero_and_outside_a_run_are_bit_identical(toy):
+    make, spec = toy
     x, txt = inputs()
-    plain = ToyFlux()
+    plain = make()
     ref = [plain.forward(x, txt, {}) for _ in range(3)]
-    patched = ToyFlux()
-    reps = engine.replacements(flux.SPEC, patched, {})
-    # outside a run the replacements only forward
+    patched = make()
+    reps = hook(spec, patched)
+    # outside a run the hooked blocks only forward
     assert all(torch.equal(r, patched.forward(x, txt, {"patches_replace": {"dit": reps}})) for r in ref)
-    outs, run = sample(ToyFlux(), flux.SPEC, MagCacheConfig(thresh=0.0), SIGMAS, x, txt)
+    outs, run = sample(make(), spec, MagCacheConfig(thresh=0.0), SIGMAS, x, txt)
     assert all(torch.equal(o, ref[0]) for o in outs) and run.state.computed_calls == 12
 
 
-def test_skipped_steps_run_no_block_and_follow_the_rule():
+def test_skipped_steps_run_no_block_and_follow_the_rule(toy):
+    make, spec = toy
     x, txt = inputs()
-    model = ToyFlux()
-    outs, run = sample(model, flux.SPEC, FLAT, SIGMAS, x, txt)
-    expected = predict_skips(FLAT, get_preset("flux").tables(12), 12, branches=(COND, UNCOND),
-                             round_half_up=True)[COND]
+    model = make()
+    outs, run = sample(model, spec, FLAT, SIGMAS, x, txt)
+    expected = predict_skips(FLAT, get_preset(table_of(spec)).tables(12), 12, branches=(COND, UNCOND),
+                             round_half_up=spec.retention_round_half_up)[COND]
     assert run.state.branches[(COND, "uuid-0")].skipped_steps == expected and expected
     computed = 12 - len(expected)
-    for i in range(2):
-        assert model.calls[("double_block", i)] == computed
-    for i in range(3):
-        assert model.calls[("single_block", i)] == computed
+    assert model.calls and all(n == computed for n in model.calls.values())  # every block, every computed step
+    assert len(model.calls) == len(spec.blocks(model))
 
 
-def test_skipped_output_is_final_layer_of_head_input_plus_cached_residual():
+def test_skipped_output_is_final_layer_of_head_input_plus_cached_residual(toy):
+    make, spec = toy
     x, txt = inputs()
-    model = ToyFlux()
-    outs, run = sample(model, flux.SPEC, FLAT, SIGMAS, x, txt)
+    model = make()
+    outs, run = sample(model, spec, FLAT, SIGMAS, x, txt)
     skipped = set(run.state.branches[(COND, "uuid-0")].skipped_steps)
     residual = None
     for step, final_in in enumerate(model.final_inputs):
@@ -51,6 +69,20 @@ def test_skipped_output_is_final_layer_of_head_input_plus_cached_residual():
             assert torch.equal(outs[step], (x + residual) * 2.0)
         else:
             residual = final_in - x  # head input is x itself in the toy (no embedding)
+    assert skipped
+
+
+def test_the_block_list_swap_keeps_the_modules_their_names_and_weights():
+    """Weight patches (LoRA), offloading and CompileModel address blocks by name: unchanged by the swap."""
+    model = ToyStack()
+    before = dict(model.named_parameters())
+    hook(toy_stack_spec(), model)
+    assert dict(model.named_parameters()) == before
+    assert isinstance(model.layers, engine.CachedBlockList)
+    assert all(isinstance(b, engine.SwappedBlock) for b in model.layers)
+    assert isinstance(model.layers[-1], engine.SwappedBlock) and model.layers[-1].module is model.layers._modules["3"]
+    hook(toy_stack_spec(), model)  # applied twice: still one layer of wrapping
+    assert all(isinstance(b.module, ToyLayer) for b in model.layers)
 
 
 def test_controlnet_additions_are_not_counted_twice_on_skipped_steps():
