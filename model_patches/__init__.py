@@ -1,22 +1,24 @@
 """Model families MagCache supports: one spec module each, plus the registry and model_type resolution.
 
-To add a family: write `model_patches/<family>.py` with a `SPEC = FamilySpec(...)` and list it in
-FAMILY_MODULES below."""
+To add a family: write `model_patches/<family>.py` with a `SPEC = FamilySpec(...)`. Every module of
+this package that defines SPEC is a family (found here, in name order); nothing else is edited."""
 from __future__ import annotations
 
 import importlib
 import logging
+import pkgutil
 from functools import lru_cache
 from typing import Optional
 
 from ..magcache import builtin_presets
 from ..magcache.text import clip, show
-from . import chroma, flux, hunyuan_video, qwen_image, wan, wan_vace
 from .spec import BlockGroup, FamilySpec, Fixture
 
 log = logging.getLogger("MagCache")
 
-FAMILY_MODULES = (flux, chroma, hunyuan_video, wan, wan_vace, qwen_image)
+FAMILY_MODULES = tuple(m for m in (importlib.import_module(f"{__name__}.{info.name}")
+                                    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name))
+                       if isinstance(getattr(m, "SPEC", None), FamilySpec))
 ALL_SPECS: tuple[FamilySpec, ...] = tuple(m.SPEC for m in FAMILY_MODULES)
 # Every family's tiny instances by name: what the tests and the benchmark sample.
 FIXTURES: dict[str, tuple[FamilySpec, Fixture]] = {f.name: (s, f) for s in ALL_SPECS for f in s.fixtures}
