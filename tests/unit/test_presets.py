@@ -79,6 +79,19 @@ def test_unknown_preset_names_the_known_ones():
         get_preset("nope")
 
 
+def test_every_table_and_setting_names_its_source():
+    for name, p in builtin_presets().items():
+        assert "Zehong-Ma/" in p.source, name
+        assert p.rule is not None and "Zehong-Ma/" in p.rule.source, name
+        assert "Zehong-Ma/" in p.recommended_source or p.recommended_source.startswith("ours"), name
+
+
+def test_forced_compute_step_only_on_flux_tables():
+    forced = {name for name, p in builtin_presets().items() if p.rule.forced_step is not None}
+    assert forced == {"flux", "flux_kontext"}
+    assert all(builtin_presets()[n].rule.forced_step == (11, 28) for n in forced)
+
+
 def test_every_builtin_table_has_recommended_settings():
     for name, preset in builtin_presets().items():
         thresh, retention, K = preset.recommended
