@@ -83,7 +83,18 @@ def test_every_table_and_setting_names_its_source():
     for name, p in builtin_presets().items():
         assert "Zehong-Ma/" in p.source, name
         assert p.rule is not None and "Zehong-Ma/" in p.rule.source, name
-        assert "Zehong-Ma/" in p.recommended_source or p.recommended_source.startswith("ours"), name
+        assert "Zehong-Ma/" in p.recommended_source, name  # published, none of ours
+        assert "ours" not in p.recommended_source, name
+
+
+def test_published_settings_where_the_issue_names_them():
+    assert get_preset("wan2.2_ti2v_5B").recommended == (0.06, 0.2, 2)
+    assert get_preset("wan2.2_t2v_14B").recommended == (0.06, 0.4, 2)
+    assert get_preset("wan2.2_i2v_14B").recommended == (0.06, 0.1, 2)
+    assert get_preset("hunyuan_video1.5_40steps").recommended == (0.06, 0.2, 2)
+    assert get_preset("hunyuan_video1.5_40steps").recommended_end_step == -2
+    assert get_preset("hunyuan_video1.5").recommended == (0.03, 0.25, 2)
+    assert get_preset("qwen_image").recommended == (0.06, 0.2, 2)
 
 
 def test_forced_compute_step_only_on_flux_tables():
@@ -93,7 +104,9 @@ def test_forced_compute_step_only_on_flux_tables():
 
 
 def test_every_builtin_table_has_recommended_settings():
+    from comfyui_magcache.magcache import MagCacheConfig
+
     for name, preset in builtin_presets().items():
         thresh, retention, K = preset.recommended
-        assert 0 < thresh <= 0.3 and 0.1 <= retention <= 0.3 and 0 <= K <= 6, name
-    assert get_preset("qwen_image").recommended == (0.10, 0.20, 2)  # published, original pack README
+        assert 0 < thresh <= 0.3 and 0.1 <= retention <= 0.4 and 0 <= K <= 6, name
+        MagCacheConfig(thresh, retention, K, end_step=preset.recommended_end_step)  # accepted by the node
