@@ -24,8 +24,12 @@ ORIGINAL_MODEL_TYPES = (
     "wan2.1_t2v_1.3B", "wan2.1_t2v_14B", "wan2.1_i2v_480p_14B", "wan2.1_i2v_720p_14B",
     "wan2.1_vace_1.3B", "wan2.1_vace_14B",
 )
-MODEL_TYPES = ("auto",) + ORIGINAL_MODEL_TYPES + tuple(
-    p for s in ALL_SPECS for p in s.presets if p not in ORIGINAL_MODEL_TYPES)
+# Presets this pack adds, in the order they were introduced: new ones are appended, never inserted.
+ADDED_MODEL_TYPES = (
+    "hunyuan_video1.5_40steps", "wan2.2_t2v_14B", "wan2.2_i2v_14B", "wan2.2_ti2v_5B",
+    "qwen_image_edit", "qwen_image_50steps", "flux_kontext_28steps", "hunyuan_video_544p", "wan2.2_ti2v_5B_i2v",
+)
+MODEL_TYPES = ("auto",) + ORIGINAL_MODEL_TYPES + ADDED_MODEL_TYPES
 
 
 class UnsupportedModel(ValueError):
@@ -92,5 +96,5 @@ def resolve(model_type: str, diffusion_model, specs=None) -> tuple[FamilySpec, O
     return found, model_type
 
 
-__all__ = ["ALL_SPECS", "MODEL_TYPES", "ORIGINAL_MODEL_TYPES", "BlockGroup", "FamilySpec", "UnsupportedModel",
+__all__ = ["ADDED_MODEL_TYPES", "ALL_SPECS", "MODEL_TYPES", "ORIGINAL_MODEL_TYPES", "BlockGroup", "FamilySpec", "UnsupportedModel",
            "available_specs", "resolve", "spec_for_model"]

@@ -1,14 +1,20 @@
 """HunyuanVideo and HunyuanVideo 1.5: comfy.ldm.hunyuan_video.model.HunyuanVideo.
 
-Unlike Flux, the single stream puts the image tokens first, then the text. Version 1.5 is the same
-class with a condition-type embedding; its tables exist for 20 and 40 steps, and 'auto' takes the
-one calibrated nearer to the run's step count."""
-from .spec import BlockGroup, FamilySpec, steps_of
+Unlike Flux, the single stream puts the image tokens first, then the text. 'auto': version 1.5
+(the same class with a condition-type embedding) has tables for 20 and 40 steps and takes the one
+calibrated nearer to the run's step count; version 1 has tables for 720p (720x1280) and 544p
+(544x960) and takes the one nearer to the run's pixel area."""
+from .spec import BlockGroup, FamilySpec, nearest_steps, pixels, steps_of
+
+AREA_720P = (720 * 1280 + 544 * 960) // 2  # between the two calibrated sizes
 
 
 def variant(model, arg) -> str:
     if getattr(model, "cond_type_embedding", None) is not None:
-        return "hunyuan_video1.5_40steps" if steps_of(arg) > 30 else "hunyuan_video1.5"
+        return nearest_steps(steps_of(arg), ("hunyuan_video1.5", "hunyuan_video1.5_40steps"))
+    x = arg("x")
+    if x is not None and pixels(x) < AREA_720P:
+        return "hunyuan_video_544p"
     return "hunyuan_video"
 
 
@@ -19,6 +25,6 @@ SPEC = FamilySpec(
         BlockGroup("double_block", "double_blocks", outputs=("img", "txt")),
         BlockGroup("single_block", "single_blocks", outputs=("img",), image_tokens="first"),
     ),
-    presets=("hunyuan_video", "hunyuan_video1.5", "hunyuan_video1.5_40steps"),
+    presets=("hunyuan_video", "hunyuan_video1.5", "hunyuan_video1.5_40steps", "hunyuan_video_544p"),
     variant=variant,
 )

@@ -124,7 +124,8 @@ def flux() -> dict:
 
 def flux_kontext() -> dict:
     note = ("MagCache for Flux-Kontext dev: model_type flux_kontext (auto also finds it from the reference "
-            "latent), thresh 0.05, retention 0.2, K 4 - the recommended settings for 20 steps. Files: "
+            "latent), thresh 0.05, retention 0.2, K 4 - the recommended settings for 20 steps (for 28 steps the "
+            "authors' 28-step table: flux_kontext_28steps, which auto takes at 25 steps or more). Files: "
             "models/diffusion_models/flux1-dev-kontext_fp8_scaled.safetensors, models/text_encoders/"
             "clip_l.safetensors + t5xxl_fp8_e4m3fn_scaled.safetensors, models/vae/ae.safetensors; an input image.")
     return workflow([
@@ -393,7 +394,9 @@ def qwen_image() -> dict:
         (11, "SaveImage", ["MagCache_qwen_image"], {"images": (10, 0)}),
         (12, "Note", ["MagCache for Qwen-Image: model_type qwen_image (or auto), thresh 0.06, retention 0.20, K 2 "
                       "(the MagCache authors' setting 'without degrading visual quality', 1.3x; 0.10 / 0.20 / 2 is "
-                      "their faster one, 1.5x; table calibrated for 40 steps with CFG). Files: "
+                      "their faster one, 1.5x; table calibrated for 40 steps with CFG; auto takes the authors' "
+                      "50-step table at 46 steps or more, and the Qwen-Image-Edit table when the conditioning has "
+                      "reference latents). Files: "
                       "models/diffusion_models/qwen_image_fp8_e4m3fn.safetensors, models/text_encoders/"
                       "qwen_2.5_vl_7b_fp8_scaled.safetensors, models/vae/qwen_image_vae.safetensors."], {}),
     ])

@@ -174,7 +174,7 @@ def test_wrong_preset_and_unsupported_model_are_clear_errors(comfy):
 
     with pytest.raises(UnsupportedModel, match=r"model_type 'wan2.1_t2v_1.3B' does not match the loaded model "
                                                r"\(comfy.ldm.flux.model.Flux\); for this model use 'auto' or one "
-                                               r"of: flux, flux_kontext"):
+                                               r"of: flux, flux_kontext, flux_kontext_28steps"):
         magcache(comfy, tiny_flux(), "wan2.1_t2v_1.3B")
 
     class Unknown(torch.nn.Module):
@@ -183,7 +183,8 @@ def test_wrong_preset_and_unsupported_model_are_clear_errors(comfy):
     other = tiny_flux()
     other.add_object_patch("diffusion_model", Unknown())
     with pytest.raises(UnsupportedModel, match=r"does not support this model \(.*Unknown\). Supported families: "
-                                               r"Flux \(comfy.ldm.flux.model.Flux: flux, flux_kontext\)"):
+                                               r"Flux \(comfy.ldm.flux.model.Flux: flux, flux_kontext, "
+                                               r"flux_kontext_28steps\)"):
         magcache(comfy, other, "auto")
 
 
