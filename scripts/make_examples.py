@@ -254,7 +254,7 @@ def hunyuanvideo() -> dict:
     return workflow([
         (1, "UNETLoader", ["hunyuan_video_t2v_720p_bf16.safetensors", "default"], {}),
         (2, "ModelSamplingSD3", [7.0], {"model": (1, 0)}),
-        (3, "MagCache", ["hunyuan_video", 0.24, 0.2, 6, 0, -1], {"model": (2, 0)}),
+        (3, "MagCache", ["hunyuan_video_544p", 0.24, 0.2, 6, 0, -1], {"model": (2, 0)}),
         (4, "DualCLIPLoader", ["clip_l.safetensors", "llava_llama3_fp8_scaled.safetensors", "hunyuan_video",
                                "default"], {}),
         (5, "CLIPTextEncode", ["a cat walks through tall grass, cinematic"], {"clip": (4, 0)}),
@@ -266,8 +266,10 @@ def hunyuanvideo() -> dict:
         (10, "VAELoader", ["hunyuan_video_vae_bf16.safetensors"], {}),
         (11, "VAEDecodeTiled", [256, 64, 64, 8], {"samples": (9, 0), "vae": (10, 0)}),
         (12, "SaveAnimatedWEBP", ["MagCache_hunyuanvideo", 24.0, False, 90, "default"], {"images": (11, 0)}),
-        (13, "Note", ["MagCache for HunyuanVideo T2V: model_type hunyuan_video (or auto), thresh 0.24, retention "
-                      "0.2, K 6 (the authors' settings for 50 steps). Files: models/diffusion_models/"
+        (13, "Note", ["MagCache for HunyuanVideo T2V: model_type hunyuan_video_544p, the authors' table for "
+                      "544x960 and the nearest to this 848x480 video (auto picks it; hunyuan_video is their 720p "
+                      "table), thresh 0.24, retention 0.2, K 6 (the authors' settings for 50 steps). Files: "
+                      "models/diffusion_models/"
                       "hunyuan_video_t2v_720p_bf16.safetensors, models/text_encoders/clip_l.safetensors + "
                       "llava_llama3_fp8_scaled.safetensors, models/vae/hunyuan_video_vae_bf16.safetensors."], {}),
     ])
