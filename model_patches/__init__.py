@@ -96,5 +96,5 @@ def resolve(model_type: str, diffusion_model, specs=None) -> tuple[FamilySpec, O
     return found, model_type
 
 
-__all__ = ["ADDED_MODEL_TYPES", "ALL_SPECS", "MODEL_TYPES", "ORIGINAL_MODEL_TYPES", "BlockGroup", "FamilySpec", "UnsupportedModel",
-           "available_specs", "resolve", "spec_for_model"]
+__all__ = ["ADDED_MODEL_TYPES", "ALL_SPECS", "MODEL_TYPES", "ORIGINAL_MODEL_TYPES", "BlockGroup", "FamilySpec",
+           "UnsupportedModel", "available_specs", "resolve", "spec_for_model"]
