@@ -69,10 +69,13 @@ class MagCache(io.ComfyNode):
                         "the cached residual is good enough. Put it after the model loader (or LoRA).",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to accelerate: Flux, Flux-Kontext, Chroma, "
-                                                "HunyuanVideo (1, 1.5), Wan2.1/2.2 (T2V, I2V, VACE) or Qwen-Image."),
+                                                "HunyuanVideo (1, 1.5), Wan2.1/2.2 (T2V, I2V, TI2V, VACE), "
+                                                "Qwen-Image or Qwen-Image-Edit."),
                 io.Combo.Input("model_type", options=list(MODEL_TYPES) + profiles, default="wan2.1_t2v_1.3B",
                                tooltip="Which calibrated ratio table to use. 'auto' picks it from the loaded "
-                                       "model (Kontext, Wan size and I2V resolution, HunyuanVideo version); "
+                                       "model and the run (Kontext and Qwen-Image-Edit by reference latents, "
+                                       "the table calibrated nearest to the step count or video size, Wan size "
+                                       "and I2V resolution, HunyuanVideo version); "
                                        "Wan2.2 A14B experts need wan2.2_t2v_14B / wan2.2_i2v_14B; "
                                        "'profile:...' are your saved calibrations. A table for another family "
                                        "than the loaded model is an error."),

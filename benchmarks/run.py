@@ -101,7 +101,7 @@ FAMILIES = {
                    pooled_dim=256),
     "chroma": Family("chroma", "chroma", dict(FLUXLIKE, out_dim=512, hidden_dim=256), (1, 16, 64, 64), (2, 2),
                      512, 4.0),
-    "hunyuan_video": Family("hunyuan_video", "hunyuan_video", dict(FLUXLIKE, vec_in_dim=256), (1, 16, 4, 32, 32),
+    "hunyuan_video": Family("hunyuan_video", "hunyuan_video_544p", dict(FLUXLIKE, vec_in_dim=256), (1, 16, 4, 32, 32),
                             (1, 2, 2), 512, 1.0, pooled_dim=256),
     "wan_t2v": Family("wan_t2v", "wan2.1_t2v_1.3B", WAN, (1, 16, 4, 32, 32), (1, 2, 2), 512, 4.0),
     "wan_vace": Family("wan_vace", "wan2.1_vace_1.3B", dict(WAN, vace_layers=4), (1, 16, 4, 32, 32), (1, 2, 2),

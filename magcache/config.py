@@ -11,10 +11,11 @@ class MagCacheConfigError(ValueError):
     """A MagCache setting is out of range; the message names the setting and what is accepted."""
 
 
-# The accepted ranges are those of the original node's widgets, so saved workflows stay valid.
+# The accepted ranges hold those of the original node's widgets, so saved workflows stay valid;
+# retention_ratio goes beyond the original 0.3 because the authors publish 0.4 (Wan2.2 T2V-A14B).
 # nodes.py builds its widgets from these numbers: one source of truth.
 THRESH_RANGE = (0.0, 0.3)
-RETENTION_RANGE = (0.1, 0.3)
+RETENTION_RANGE = (0.1, 1.0)
 K_RANGE = (0, 6)
 START_STEP_RANGE = (0, 10000)
 END_STEP_RANGE = (-10000, 10000)
@@ -42,8 +43,8 @@ class MagCacheConfig:
     """The user's MagCache settings.
 
     Args:
-        thresh: error budget (magcache_thresh); the accumulated skip error must stay below it.
-            0 never skips.
+        thresh: error budget (magcache_thresh); a step may be skipped while the accumulated skip
+            error is within it (<= or <, as the table's rule says). 0 never skips.
         retention_ratio: fraction of the first steps that are always computed.
         K: most consecutive skipped steps (magcache_K); 0 never skips.
         start_step: first step on which skipping is allowed.
@@ -70,7 +71,8 @@ class MagCacheConfig:
                 "use end_step >= start_step, or a negative end_step to count from the last step")
 
     def retention_start(self, steps: int, round_half_up: bool = False) -> int:
-        """First step index at which skipping may happen (official: int(R*N); Flux: int(R*N + 0.5))."""
+        """First step index at which skipping may happen by step-based retention (int(R*N); Flux:
+        int(R*N + 0.5)). Tables whose rule counts model calls differ per branch: see rule.TableRule."""
         return int(self.retention_ratio * steps + (0.5 if round_half_up else 0.0))
 
     def window(self, steps: int) -> tuple[int, int]:

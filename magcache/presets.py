@@ -10,11 +10,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .rule import COND, UNCOND, TableRule
 from .text import show
 
 DATA_FILE = Path(__file__).with_name("data") / "mag_ratios.json"
 RECOMMENDED_FILE = Path(__file__).with_name("data") / "recommended.json"
-COND, UNCOND = 0, 1  # the values ComfyUI puts in transformer_options["cond_or_uncond"]
 
 
 class PresetError(ValueError):
@@ -37,18 +37,33 @@ def interpolate(values: Sequence[float], steps: int) -> tuple[float, ...]:
     return tuple(float(v) for v in src[idx])
 
 
+class StepTables(dict):
+    """A table interpolated to a run's step count: {COND: ratios, UNCOND: ratios}, with the name
+    and the rule of the table it came from."""
+
+    def __init__(self, tables, name: str = "", rule: Optional[TableRule] = None):
+        super().__init__(tables)
+        self.name, self.rule = name, rule
+
+
 @dataclass(frozen=True)
 class Preset:
     """One calibrated ratio table.
 
     ratios holds one value per model call; with cfg_interleaved the cond and uncond values
-    alternate (cond first), two per step."""
+    alternate (cond first), two per step. rule: how the authors' script for this table applies
+    the skip rule (None: the family's default, for calibration profiles). source: where the
+    table comes from; recommended_source: where its recommended settings come from."""
 
     name: str
     steps: int
     cfg_interleaved: bool
     ratios: tuple[float, ...]
     recommended: Optional[tuple[float, float, int]] = None  # (thresh, retention_ratio, K)
+    rule: Optional[TableRule] = None
+    source: str = ""
+    recommended_source: str = ""
+    recommended_end_step: int = -1  # end_step that goes with the recommended settings
 
     def __post_init__(self):
         where = f"ratio table '{self.name}'"
@@ -69,22 +84,27 @@ class Preset:
             return self.ratios
         return self.ratios[1::2] if branch == UNCOND else self.ratios[0::2]
 
-    def tables(self, steps: int) -> dict[int, tuple[float, ...]]:
-        """Per-branch ratios interpolated to `steps`: {COND: (...), UNCOND: (...)}."""
-        return {b: interpolate(self.branch(b), steps) for b in (COND, UNCOND)}
+    def tables(self, steps: int) -> StepTables:
+        """Per-branch ratios interpolated to `steps`: {COND: (...), UNCOND: (...)}, with the rule."""
+        return StepTables({b: interpolate(self.branch(b), steps) for b in (COND, UNCOND)}, self.name, self.rule)
 
 
 @lru_cache(maxsize=None)
 def builtin_presets() -> dict[str, Preset]:
-    """The tables shipped with the pack (calibrated by the MagCache authors)."""
+    """The tables shipped with the pack (calibrated by the MagCache authors), each with its rule,
+    its recommended settings and where both come from."""
     data = json.loads(DATA_FILE.read_text(encoding="utf-8"))
-    extra = json.loads(RECOMMENDED_FILE.read_text(encoding="utf-8"))["settings"]
+    settings = json.loads(RECOMMENDED_FILE.read_text(encoding="utf-8"))["settings"]
     out = {}
     for name, entry in data["models"].items():
-        rec = entry.get("recommended") or extra.get(name, {}).get("recommended")
+        setting = settings.get(name) or {}
+        rec = setting.get("recommended")
         out[name] = Preset(name=name, steps=int(entry["steps"]), cfg_interleaved=bool(entry["cfg_interleaved"]),
                            ratios=tuple(float(v) for v in entry["ratios"]),
-                           recommended=(float(rec[0]), float(rec[1]), int(rec[2])) if rec else None)
+                           recommended=(float(rec[0]), float(rec[1]), int(rec[2])) if rec else None,
+                           rule=TableRule.from_data(entry.get("rule")), source=entry.get("source", ""),
+                           recommended_source=setting.get("source", ""),
+                           recommended_end_step=int(setting.get("end_step", -1)))
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 
 class DegenerateSchedule(ValueError):
@@ -108,4 +109,25 @@ def placement(sigmas, model_sigmas) -> tuple[int, int]:
         below = (pos[-1] - (spacing - 1)) / spacing
         if below >= -0.5:
             tail = max(0, round(below)) + 1
-    return offset, offset + steps + tail
+    return _simple_placement(sigmas, pos, len(table), offset, offset + steps + tail) or (offset, offset + steps + tail)
+
+
+def _simple_placement(sigmas, pos, size: int, offset: int, total: int) -> Optional[tuple[int, int]]:
+    """The (offset, total) near the estimate whose 'simple' schedule holds exactly the run's sigmas.
+
+    ComfyUI's simple scheduler takes table entry size-1-int(x*size/total) for step x: its spacing
+    in the table alternates between two whole numbers, so a short run's own spacing can misjudge
+    the full schedule by a step; the entries themselves tell it exactly. None when the run is not
+    a piece of a simple schedule (other schedulers keep the estimate)."""
+    if any(abs(p - round(p)) > 1e-6 for p in pos):
+        return None
+    steps = len(sigmas) - 1
+    ends = sigmas[-1] <= 0
+    candidates = sorted(((t, o) for t in range(total - 3, total + 4) for o in range(max(0, offset - 3), offset + 4)
+                         if t > 0 and (t == o + steps if ends else t > o + steps)),
+                        key=lambda c: (abs(c[0] - total) + abs(c[1] - offset), c))
+    for t, o in candidates:
+        ss = size / t
+        if all(size - 1 - int((o + i) * ss) == round(p) for i, p in enumerate(pos)):
+            return o, t
+    return None

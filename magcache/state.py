@@ -9,7 +9,7 @@ import torch
 
 from .config import MagCacheConfig
 from .presets import COND, UNCOND
-from .rule import Accumulator, eligible
+from .rule import Accumulator, TableRule, decide_branch, replay, split_of
 from .schedule import DegenerateSchedule, Schedule
 
 log = logging.getLogger("MagCache")
@@ -44,6 +44,8 @@ class RunState:
     def __init__(self, config: MagCacheConfig, round_half_up: bool = False, model_sigmas=None):
         self.config = config
         self.round_half_up = round_half_up
+        self.default_rule = TableRule.default(round_half_up)  # for tables that carry no rule (profiles)
+        self.table_names: list[str] = []  # the tables this run read, in order of first use
         self.model_sigmas = model_sigmas  # the model's sigma table, to place partial runs (Schedule)
         self.branches: dict[BranchKey, BranchState] = {}
         self.calls = 0
@@ -101,39 +103,53 @@ class RunState:
             return False
         return True
 
+    def span(self, steps: int) -> tuple[int, int]:
+        """(first, last) steps of the full `steps`-step schedule that this run covers."""
+        sched = self._schedule
+        if sched is None or sched.total != steps:
+            return 0, steps - 1
+        return sched.offset, sched.offset + sched.steps - 1
+
     def decide(self, step: int, steps: int, tables: dict[int, Sequence[float]],
                keys: Sequence[BranchKey], fits: Sequence[bool]) -> bool:
         """Skip the blocks for this call? Only if every branch in it would skip.
 
-        A repeated evaluation of a branch at the same step (heun's second call, dpmpp_2s's
-        midpoint) follows the decision taken at its first evaluation without advancing the
-        accumulators. A branch that wanted to skip but is computed with the others counts as
-        computed: its accumulators reset and its residual is refreshed."""
+        tables: the per-branch ratios for `steps` steps; a Preset's (StepTables) carry the table's
+        rule and name. A repeated evaluation of a branch at the same step (heun's second call,
+        dpmpp_2s's midpoint) follows the decision taken at its first evaluation without advancing
+        the accumulators. A branch that wanted to skip but is computed with the others counts as
+        computed: its accumulators reset and its residual is refreshed. A run that covers only part
+        of the schedule starts each branch with the accumulators the rule holds at its first step."""
+        rule = getattr(tables, "rule", None) or self.default_rule
+        name = getattr(tables, "name", None)
+        if name and name not in self.table_names:
+            self.table_names.append(name)
+        first, last = self.span(steps)
+        split = split_of(first, last, steps)
         wants, first_eval = [], []
         for key, ok in zip(keys, fits):
+            new = key not in self.branches
             st = self.branch(key)
             if st.step == step:
                 first_eval.append(False)
                 wants.append(ok and st.skipped)
                 continue
-            if step < st.step:  # the schedule restarted: a fresh pass
+            if new and first > 0:
+                st.acc = replay(self.config, rule, tables[st.branch], first, steps, st.branch, split)
+            elif step < st.step:  # the schedule restarted: a fresh pass
                 st.acc.reset()
             st.step = step
             first_eval.append(True)
-            if eligible(self.config, step, steps, self.round_half_up):
-                wants.append(st.acc.advance(tables[st.branch][step], self.config.thresh, self.config.K) and ok)
-            else:
-                st.acc.reset()
-                wants.append(False)
+            wants.append(decide_branch(st.acc, self.config, rule, tables[st.branch], step, steps, st.branch, ok, split))
         skip = bool(keys) and all(wants)
-        for key, first in zip(keys, first_eval):
+        for key, first_time, wanted in zip(keys, first_eval, wants):
             st = self.branches[key]
-            if first:
+            if first_time:
                 st.skipped = skip
                 if skip:
                     st.skipped_steps.append(step)
-                else:
-                    st.acc.reset()  # computed, even if this branch alone would have skipped
+                elif wanted:
+                    st.acc.reset()  # computed with the others, though this branch alone would have skipped
         self.calls += 1
         self.computed_calls += not skip
         return skip
@@ -161,7 +177,10 @@ class RunState:
         skipped = max(per.values(), default=0)
         names = ", ".join(f"{'cond' if b == COND else 'uncond'} {n}" for b, n in sorted(per.items()))
         est = self.calls / self.computed_calls if self.computed_calls else 1.0
-        return f"MagCache: skipped {skipped}/{steps} steps ({names}), est. {est:.1f}x"
+        line = f"MagCache: skipped {skipped}/{steps} steps ({names}), est. {est:.1f}x"
+        if self.table_names:
+            line += f", table {' + '.join(self.table_names)}"
+        return line
 
     def release(self) -> None:
         """Drop every cached residual and accumulator."""

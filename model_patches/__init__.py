@@ -29,8 +29,10 @@ ORIGINAL_MODEL_TYPES = (
     "wan2.1_t2v_1.3B", "wan2.1_t2v_14B", "wan2.1_i2v_480p_14B", "wan2.1_i2v_720p_14B",
     "wan2.1_vace_1.3B", "wan2.1_vace_14B",
 )
-MODEL_TYPES = ("auto",) + ORIGINAL_MODEL_TYPES + tuple(
-    p for s in ALL_SPECS for p in s.presets if p not in ORIGINAL_MODEL_TYPES)
+# Our presets after them, in the data file's order (new tables are appended there).
+ADDED_MODEL_TYPES = tuple(p for p in builtin_presets() if p not in ORIGINAL_MODEL_TYPES
+                          and any(p in spec.presets for spec in ALL_SPECS))
+MODEL_TYPES = ("auto",) + ORIGINAL_MODEL_TYPES + ADDED_MODEL_TYPES
 
 
 class UnsupportedModel(ValueError):
@@ -111,5 +113,6 @@ def resolve(model_type: str, diffusion_model, specs=None) -> tuple[FamilySpec, O
     return found, model_type
 
 
-__all__ = ["ALL_SPECS", "FIXTURES", "MODEL_TYPES", "ORIGINAL_MODEL_TYPES", "BlockGroup", "FamilySpec", "Fixture",
-           "UnsupportedModel", "available_specs", "resolve", "spec_for_model", "unsupported_message"]
+__all__ = ["ADDED_MODEL_TYPES", "ALL_SPECS", "FIXTURES", "MODEL_TYPES", "ORIGINAL_MODEL_TYPES", "BlockGroup",
+           "FamilySpec", "Fixture", "UnsupportedModel", "available_specs", "resolve", "spec_for_model",
+           "unsupported_message"]

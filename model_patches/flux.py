@@ -2,8 +2,13 @@
 
 Double blocks carry the image stream alone (Kontext's reference tokens are appended to it, so
 they are part of the cached hidden state, as in the original); single blocks carry text tokens
-first, then image tokens."""
-from .spec import BlockGroup, FamilySpec, Fixture
+first, then image tokens.
+
+'auto': a run with reference latents is Kontext, whose tables exist for 20 steps (the original
+pack's) and 28 steps (the authors' script); the one calibrated nearer to the run's step count."""
+from .spec import BlockGroup, FamilySpec, Fixture, nearest_steps, steps_of
+
+KONTEXT = ("flux_kontext", "flux_kontext_28steps")
 
 
 def has_items(x) -> bool:
@@ -20,6 +25,12 @@ LOADABLE = dict(hidden_size=3072, num_heads=24, axes_dim=[16, 56, 56], depth=1, 
                 context_in_dim=4096)
 
 
+def variant(model, arg) -> str:
+    if not has_items(arg("ref_latents")):
+        return "flux"
+    return nearest_steps(steps_of(arg), KONTEXT)
+
+
 SPEC = FamilySpec(
     name="Flux",
     model_classes=("comfy.ldm.flux.model.Flux",),
@@ -27,8 +38,8 @@ SPEC = FamilySpec(
         BlockGroup("double_block", "double_blocks", outputs=("img", "txt")),
         BlockGroup("single_block", "single_blocks", outputs=("img",), image_tokens="last"),
     ),
-    presets=("flux", "flux_kontext"),
-    variant=lambda model, arg: "flux" if not has_items(arg("ref_latents")) else "flux_kontext",
+    presets=("flux", "flux_kontext", "flux_kontext_28steps"),
+    variant=variant,
     retention_round_half_up=True,
     fixtures=(Fixture(
         "flux", "Flux", TINY, (1, 16, 16, 16), "flux", "img_in", "final_layer", pooled_dim=32, guidance=3.5,

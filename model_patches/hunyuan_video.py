@@ -1,16 +1,22 @@
 """HunyuanVideo and HunyuanVideo 1.5: comfy.ldm.hunyuan_video.model.HunyuanVideo.
 
 The single stream is image tokens first, then text, up to ComfyUI 0.8; ComfyUI 0.33 puts the text
-first and says where the image tokens are (img_slice), which the engine uses. Version 1.5 is the same
-class with a condition-type embedding; its tables exist for 20 and 40 steps, and 'auto' takes the
-one calibrated nearer to the run's step count."""
+first and says where the image tokens are (img_slice), which the engine uses. 'auto': version 1.5
+(the same class with a condition-type embedding) has tables for 20 and 40 steps and takes the one
+calibrated nearer to the run's step count; version 1 has tables for 720p (720x1280) and 544p
+(544x960) and takes the one nearer to the run's pixel area."""
 from .flux import MID
-from .spec import BlockGroup, FamilySpec, Fixture, steps_of
+from .spec import BlockGroup, FamilySpec, Fixture, nearest_steps, pixels, steps_of
+
+AREA_720P = (720 * 1280 + 544 * 960) // 2  # between the two calibrated sizes
 
 
 def variant(model, arg) -> str:
     if getattr(model, "cond_type_embedding", None) is not None:
-        return "hunyuan_video1.5_40steps" if steps_of(arg) > 30 else "hunyuan_video1.5"
+        return nearest_steps(steps_of(arg), ("hunyuan_video1.5", "hunyuan_video1.5_40steps"))
+    x = arg("x")
+    if x is not None and pixels(x) < AREA_720P:
+        return "hunyuan_video_544p"
     return "hunyuan_video"
 
 
@@ -29,10 +35,10 @@ SPEC = FamilySpec(
         BlockGroup("double_block", "double_blocks", outputs=("img", "txt")),
         BlockGroup("single_block", "single_blocks", outputs=("img",), image_tokens="first"),
     ),
-    presets=("hunyuan_video", "hunyuan_video1.5", "hunyuan_video1.5_40steps"),
+    presets=("hunyuan_video", "hunyuan_video1.5", "hunyuan_video1.5_40steps", "hunyuan_video_544p"),
     variant=variant,
     fixtures=(
-        Fixture("hunyuan_video", "HunyuanVideo", TINY, (1, 16, 3, 16, 16), "hunyuan_video", "img_in", "final_layer",
+        Fixture("hunyuan_video", "HunyuanVideo", TINY, (1, 16, 3, 16, 16), "hunyuan_video_544p", "img_in", "final_layer",
                 pooled_dim=32,
                 bench=dict(unet=dict(MID, vec_in_dim=256), latent=(1, 16, 4, 32, 32), patch=(1, 2, 2), hidden=512,
                            cfg=1.0, pooled_dim=256),

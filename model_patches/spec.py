@@ -134,3 +134,18 @@ def steps_of(arg: ArgGetter) -> int:
     to = arg("transformer_options") or {}
     sigmas = to.get("sample_sigmas")
     return len(sigmas) - 1 if sigmas is not None else 0
+
+
+def nearest_steps(steps: int, names: tuple[str, ...]) -> str:
+    """Of several tables of one model, the one calibrated for the step count nearest to the run's
+    (a tie, or an unknown step count, takes the first listed)."""
+    from ..magcache import get_preset
+
+    if steps <= 0:
+        return names[0]
+    return min(names, key=lambda n: abs(get_preset(n).steps - steps))
+
+
+def pixels(x, scale: int = 8) -> int:
+    """Pixel area of a run from its latent (..., H, W), for a VAE with `scale`x spatial downsampling."""
+    return x.shape[-2] * x.shape[-1] * scale * scale if x is not None else 0

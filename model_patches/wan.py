@@ -1,8 +1,10 @@
 """Wan2.1 / Wan2.2 text- and image-to-video: comfy.ldm.wan.model.WanModel (one stream of image tokens).
 
 'auto': I2V models take the 480p or 720p table from the latent size of the run; T2V models the
-1.3B or 14B table by width; Wan2.2 TI2V-5B is recognised by its 48-channel latent. Wan2.2 A14B has
-the architecture of Wan2.1 14B, so its experts need the wan2.2 presets chosen explicitly."""
+1.3B or 14B table by width; Wan2.2 TI2V-5B is recognised by its 48-channel latent, and takes its
+image-to-video table when the run starts from an image (ComfyUI's Wan22ImageToVideoLatent masks
+the first frame, so the model gets one timestep per frame). Wan2.2 A14B has the architecture of
+Wan2.1 14B, so its experts need the wan2.2 presets chosen explicitly."""
 from .spec import BlockGroup, FamilySpec, Fixture
 
 WIDE = 3500  # Wan 1.3B is 1536 wide, Wan2.2 5B 3072, the 14B models 5120
@@ -19,7 +21,8 @@ def variant(model, arg) -> str:
         pixels = x.shape[-2] * x.shape[-1] * 64 if x is not None else 0  # Wan2.1 VAE: 8x spatial
         return "wan2.1_i2v_720p_14B" if pixels >= AREA_720P else "wan2.1_i2v_480p_14B"
     if getattr(model, "out_dim", 16) == 48:
-        return "wan2.2_ti2v_5B"
+        t = arg("timestep")
+        return "wan2.2_ti2v_5B_i2v" if t is not None and t.ndim > 1 else "wan2.2_ti2v_5B"
     return f"wan2.1_t2v_{size_class(model)}"
 
 
@@ -54,7 +57,7 @@ SPEC = FamilySpec(
     model_classes=("comfy.ldm.wan.model.WanModel",),
     groups=(BlockGroup("double_block", "blocks", outputs=("img",)),),
     presets=("wan2.1_t2v_1.3B", "wan2.1_t2v_14B", "wan2.1_i2v_480p_14B", "wan2.1_i2v_720p_14B",
-             "wan2.2_t2v_14B", "wan2.2_i2v_14B", "wan2.2_ti2v_5B"),
+             "wan2.2_t2v_14B", "wan2.2_i2v_14B", "wan2.2_ti2v_5B", "wan2.2_ti2v_5B_i2v"),
     variant=variant,
     fixtures=(
         fixture("wan_t2v", "WAN21_T2V", TINY, (1, 16, 3, 16, 16), "wan2.1_t2v_1.3B", bench=BENCH,

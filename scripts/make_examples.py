@@ -101,7 +101,8 @@ def workflow(nodes: list[tuple]) -> dict:
 
 def flux() -> dict:
     note = ("MagCache for Flux dev: model_type flux (or auto), thresh 0.24, retention 0.1, K 5 - the MagCache "
-            "authors' recommended settings for 28 steps. Lower thresh / K if details suffer. Files: "
+            "authors' recommended settings for 28 steps (as in their script, the step that maps to step 11 of "
+            "28 is always computed). Lower thresh / K if details suffer. Files: "
             "models/diffusion_models/flux1-dev.safetensors, models/text_encoders/clip_l.safetensors + "
             "t5xxl_fp16.safetensors, models/vae/ae.safetensors.")
     return workflow([
@@ -123,7 +124,8 @@ def flux() -> dict:
 
 def flux_kontext() -> dict:
     note = ("MagCache for Flux-Kontext dev: model_type flux_kontext (auto also finds it from the reference "
-            "latent), thresh 0.05, retention 0.2, K 4 - the recommended settings for 20 steps. Files: "
+            "latent), thresh 0.05, retention 0.2, K 4 - the recommended settings for 20 steps (for 28 steps the "
+            "authors' 28-step table: flux_kontext_28steps, which auto takes at 25 steps or more). Files: "
             "models/diffusion_models/flux1-dev-kontext_fp8_scaled.safetensors, models/text_encoders/"
             "clip_l.safetensors + t5xxl_fp8_e4m3fn_scaled.safetensors, models/vae/ae.safetensors; an input image.")
     return workflow([
@@ -252,7 +254,7 @@ def hunyuanvideo() -> dict:
     return workflow([
         (1, "UNETLoader", ["hunyuan_video_t2v_720p_bf16.safetensors", "default"], {}),
         (2, "ModelSamplingSD3", [7.0], {"model": (1, 0)}),
-        (3, "MagCache", ["hunyuan_video", 0.24, 0.2, 6, 0, -1], {"model": (2, 0)}),
+        (3, "MagCache", ["hunyuan_video_544p", 0.24, 0.2, 6, 0, -1], {"model": (2, 0)}),
         (4, "DualCLIPLoader", ["clip_l.safetensors", "llava_llama3_fp8_scaled.safetensors", "hunyuan_video",
                                "default"], {}),
         (5, "CLIPTextEncode", ["a cat walks through tall grass, cinematic"], {"clip": (4, 0)}),
@@ -264,8 +266,10 @@ def hunyuanvideo() -> dict:
         (10, "VAELoader", ["hunyuan_video_vae_bf16.safetensors"], {}),
         (11, "VAEDecodeTiled", [256, 64, 64, 8], {"samples": (9, 0), "vae": (10, 0)}),
         (12, "SaveAnimatedWEBP", ["MagCache_hunyuanvideo", 24.0, False, 90, "default"], {"images": (11, 0)}),
-        (13, "Note", ["MagCache for HunyuanVideo T2V: model_type hunyuan_video (or auto), thresh 0.24, retention "
-                      "0.2, K 6 (the authors' settings for 50 steps). Files: models/diffusion_models/"
+        (13, "Note", ["MagCache for HunyuanVideo T2V: model_type hunyuan_video_544p, the authors' table for "
+                      "544x960 and the nearest to this 848x480 video (auto picks it; hunyuan_video is their 720p "
+                      "table), thresh 0.24, retention 0.2, K 6 (the authors' settings for 50 steps). Files: "
+                      "models/diffusion_models/"
                       "hunyuan_video_t2v_720p_bf16.safetensors, models/text_encoders/clip_l.safetensors + "
                       "llava_llama3_fp8_scaled.safetensors, models/vae/hunyuan_video_vae_bf16.safetensors."], {}),
     ])
@@ -351,8 +355,8 @@ def wan22_t2v_a14b() -> dict:
         (2, "UNETLoader", ["wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", "default"], {}),
         (3, "ModelSamplingSD3", [8.0], {"model": (1, 0)}),
         (4, "ModelSamplingSD3", [8.0], {"model": (2, 0)}),
-        (5, "MagCache", ["wan2.2_t2v_14B", 0.12, 0.2, 4, 0, -1], {"model": (3, 0)}),
-        (6, "MagCache", ["wan2.2_t2v_14B", 0.12, 0.2, 4, 0, -1], {"model": (4, 0)}),
+        (5, "MagCache", ["wan2.2_t2v_14B", 0.06, 0.4, 2, 0, -1], {"model": (3, 0)}),
+        (6, "MagCache", ["wan2.2_t2v_14B", 0.06, 0.4, 2, 0, -1], {"model": (4, 0)}),
         (7, "CLIPLoader", UMT5, {}),
         (8, "CLIPTextEncode", ["a hot air balloon over a misty valley at sunrise"], {"clip": (7, 0)}),
         (9, "CLIPTextEncode", [WAN_NEG], {"clip": (7, 0)}),
@@ -365,9 +369,11 @@ def wan22_t2v_a14b() -> dict:
         (14, "VAEDecode", [], {"samples": (12, 0), "vae": (13, 0)}),
         (15, "SaveAnimatedWEBP", ["MagCache_wan2.2_t2v", 16.0, False, 90, "default"], {"images": (14, 0)}),
         (16, "Note", ["MagCache for Wan2.2 A14B (two experts): one MagCache per expert, both wan2.2_t2v_14B (auto "
-                      "cannot tell an A14B expert from Wan2.1 14B), thresh 0.12, retention 0.2, K 4 (our choice; "
-                      "Wan2.2 has no published setting). Each KSamplerAdvanced gets fresh state and reads its part "
-                      "of the 40-step table (high noise steps 0-19, low noise 20-39). Files: models/"
+                      "cannot tell an A14B expert from Wan2.1 14B), thresh 0.06, retention 0.4, K 2 (the MagCache "
+                      "authors' setting for T2V-A14B; I2V-A14B: wan2.2_i2v_14B, 0.06 / 0.1 / 2). Each KSamplerAdvanced "
+                      "reads its part of the 40-step table (high noise steps 0-19, low noise 20-39) and, as in the "
+                      "authors' script, the retention applies per expert: the first 40% of the high-noise steps and "
+                      "of the low-noise steps are computed. Files: models/"
                       "diffusion_models/wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors + "
                       "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors, models/text_encoders/"
                       "umt5_xxl_fp8_e4m3fn_scaled.safetensors, models/vae/wan_2.1_vae.safetensors."], {}),
@@ -378,7 +384,7 @@ def qwen_image() -> dict:
     return workflow([
         (1, "UNETLoader", ["qwen_image_fp8_e4m3fn.safetensors", "default"], {}),
         (2, "ModelSamplingAuraFlow", [3.1], {"model": (1, 0)}),
-        (3, "MagCache", ["qwen_image", 0.10, 0.20, 2, 0, -1], {"model": (2, 0)}),
+        (3, "MagCache", ["qwen_image", 0.06, 0.20, 2, 0, -1], {"model": (2, 0)}),
         (4, "CLIPLoader", ["qwen_2.5_vl_7b_fp8_scaled.safetensors", "qwen_image", "default"], {}),
         (5, "CLIPTextEncode", ["a neon sign that reads 'MagCache' on a brick wall at night"], {"clip": (4, 0)}),
         (6, "CLIPTextEncode", [""], {"clip": (4, 0)}),
@@ -388,8 +394,11 @@ def qwen_image() -> dict:
         (9, "VAELoader", ["qwen_image_vae.safetensors"], {}),
         (10, "VAEDecode", [], {"samples": (8, 0), "vae": (9, 0)}),
         (11, "SaveImage", ["MagCache_qwen_image"], {"images": (10, 0)}),
-        (12, "Note", ["MagCache for Qwen-Image: model_type qwen_image (or auto), thresh 0.10, retention 0.20, K 2 "
-                      "(the original pack's published setting; table calibrated for 40 steps with CFG). Files: "
+        (12, "Note", ["MagCache for Qwen-Image: model_type qwen_image (or auto), thresh 0.06, retention 0.20, K 2 "
+                      "(the MagCache authors' setting 'without degrading visual quality', 1.3x; 0.10 / 0.20 / 2 is "
+                      "their faster one, 1.5x; table calibrated for 40 steps with CFG; auto takes the authors' "
+                      "50-step table at 46 steps or more, and the Qwen-Image-Edit table when the conditioning has "
+                      "reference latents). Files: "
                       "models/diffusion_models/qwen_image_fp8_e4m3fn.safetensors, models/text_encoders/"
                       "qwen_2.5_vl_7b_fp8_scaled.safetensors, models/vae/qwen_image_vae.safetensors."], {}),
     ])

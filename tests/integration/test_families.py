@@ -100,7 +100,7 @@ def test_auto_detection_picks_the_preset(comfy, case):
     assert preset is None and type(dm).__name__ in " ".join(spec.model_classes)
     args = {"x": torch.zeros(TINY[case.tiny].latent), "transformer_options": {"sample_sigmas": torch.linspace(1, 0, 21)}}
     assert spec.auto_preset(dm, args.get) == case.preset
-    assert resolve(case.preset, dm) == (spec, case.preset)  # the original preset names keep working
+    assert resolve(case.preset, dm) == (spec, case.preset)  # the preset names resolve explicitly too
 
 
 def test_caching_windowed_off_is_bit_identical(comfy, case):

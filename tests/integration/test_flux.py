@@ -164,7 +164,8 @@ def test_one_log_line_per_run(comfy, caplog):
         sample(magcache(comfy, tiny_flux()), pos, neg, cfg=2.0)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("MagCache: skipped")]
     n = len(expected("flux")[COND])
-    assert lines == [f"MagCache: skipped {n}/{STEPS} steps (cond {n}, uncond {n}), est. {STEPS / (STEPS - n):.1f}x"]
+    assert lines == [f"MagCache: skipped {n}/{STEPS} steps (cond {n}, uncond {n}), est. {STEPS / (STEPS - n):.1f}x, "
+                     "table flux"]
 
 
 def test_wrong_preset_and_unsupported_model_are_clear_errors(comfy):
@@ -172,7 +173,7 @@ def test_wrong_preset_and_unsupported_model_are_clear_errors(comfy):
 
     with pytest.raises(UnsupportedModel, match=r"model_type 'wan2.1_t2v_1.3B' does not match the loaded model "
                                                r"\(comfy.ldm.flux.model.Flux\); for this model use 'auto' or one "
-                                               r"of: flux, flux_kontext"):
+                                               r"of: flux, flux_kontext, flux_kontext_28steps"):
         magcache(comfy, tiny_flux(), "wan2.1_t2v_1.3B")
 
     class Unknown(torch.nn.Module):
@@ -181,7 +182,8 @@ def test_wrong_preset_and_unsupported_model_are_clear_errors(comfy):
     other = tiny_flux()
     other.add_object_patch("diffusion_model", Unknown())
     with pytest.raises(UnsupportedModel, match=r"does not support this model \(.*Unknown\). Supported families: "
-                                               r"Flux \(comfy.ldm.flux.model.Flux: flux, flux_kontext\)"):
+                                               r"Flux \(comfy.ldm.flux.model.Flux: flux, flux_kontext, "
+                                               r"flux_kontext_28steps\)"):
         magcache(comfy, other, "auto")
 
 
@@ -197,8 +199,9 @@ def test_node_is_a_drop_in_for_the_original(comfy):
     assert schema.node_id == "MagCache"
     got = [(i.id, getattr(i, "default", None), getattr(i, "min", None), getattr(i, "max", None)) for i in schema.inputs]
     assert got[:7] == [("model", None, None, None), ("model_type", "wan2.1_t2v_1.3B", None, None),
-                       ("magcache_thresh", 0.06, 0.0, 0.3), ("retention_ratio", 0.2, 0.1, 0.3), ("magcache_K", 2, 0, 6),
+                       ("magcache_thresh", 0.06, 0.0, 0.3), ("retention_ratio", 0.2, 0.1, 1.0), ("magcache_K", 2, 0, 6),
                        ("start_step", 0, 0, 10000), ("end_step", -1, -10000, 10000)]
+    # retention_ratio's range holds the original 0.1..0.3 and goes to 1.0 (the authors publish 0.4 for Wan2.2)
     assert [(i.id, i.optional) for i in schema.inputs[7:]] == [("ratios", True)]  # a new socket, after the widgets
     options = schema.inputs[1].options
     for name in ("auto", "flux", "flux_kontext", "chroma", "qwen_image", "hunyuan_video", "hunyuan_video1.5",

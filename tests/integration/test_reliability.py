@@ -299,8 +299,8 @@ def test_case9_many_runs_hold_no_growing_state(comfy):
 @pytest.mark.parametrize("settings, fragment", [
     ((0.5, 0.2, 2, 0, -1), "magcache_thresh must be a number from 0.0 to 0.3, got 0.5"),
     ((math.nan, 0.2, 2, 0, -1), "magcache_thresh must be a number from 0.0 to 0.3, got nan"),
-    ((0.1, 0.05, 2, 0, -1), "retention_ratio must be a number from 0.1 to 0.3, got 0.05"),
-    ((0.1, math.nan, 2, 0, -1), "retention_ratio must be a number from 0.1 to 0.3, got nan"),
+    ((0.1, 0.05, 2, 0, -1), "retention_ratio must be a number from 0.1 to 1.0, got 0.05"),
+    ((0.1, math.nan, 2, 0, -1), "retention_ratio must be a number from 0.1 to 1.0, got nan"),
     ((0.1, 0.2, 7, 0, -1), "magcache_K must be a whole number from 0 to 6, got 7"),
     ((0.1, 0.2, 2, -3, -1), "start_step must be a whole number from 0 to 10000, got -3"),
     ((0.1, 0.2, 2, 0, 20000), "end_step must be a whole number from -10000 to 10000, got 20000"),

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT
 from harness import TINY, conds, sample, tiny_model
 

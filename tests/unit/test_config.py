@@ -14,8 +14,8 @@ def test_defaults_are_the_original_nodes():
     (dict(thresh=0.31), "magcache_thresh must be a number from 0.0 to 0.3, got 0.31"),
     (dict(thresh=math.nan), "magcache_thresh must be a number from 0.0 to 0.3, got nan"),
     (dict(thresh="0.1"), "magcache_thresh must be a number from 0.0 to 0.3, got '0.1'"),
-    (dict(retention_ratio=0.05), "retention_ratio must be a number from 0.1 to 0.3, got 0.05"),
-    (dict(retention_ratio=math.inf), "retention_ratio must be a number from 0.1 to 0.3, got inf"),
+    (dict(retention_ratio=0.05), "retention_ratio must be a number from 0.1 to 1.0, got 0.05"),
+    (dict(retention_ratio=math.inf), "retention_ratio must be a number from 0.1 to 1.0, got inf"),
     (dict(K=7), "magcache_K must be a whole number from 0 to 6, got 7"),
     (dict(K=-1), "magcache_K must be a whole number from 0 to 6, got -1"),
     (dict(K=2.5), "magcache_K must be a whole number from 0 to 6, got 2.5"),
@@ -45,3 +45,8 @@ def test_window_resolves_negative_end_and_clamps():
     assert MagCacheConfig().window(20) == (0, 19)
     assert MagCacheConfig(start_step=3, end_step=-5).window(20) == (3, 15)
     assert MagCacheConfig(end_step=100).window(20) == (0, 19)
+
+
+def test_retention_range_takes_the_published_wan22_setting():
+    assert MagCacheConfig(retention_ratio=0.4).retention_ratio == 0.4  # MagCache4Wan2.2 T2V-A14B
+    assert MagCacheConfig(retention_ratio=0.1).retention_ratio == 0.1  # the original lower bound stays

@@ -4,7 +4,6 @@ import sys
 import types
 
 import pytest
-
 from comfyui_magcache.magcache import MagCacheConfig
 from comfyui_magcache.magcache.config import MagCacheConfigError
 from comfyui_magcache.magcache.text import clip, show

@@ -5,7 +5,6 @@ import re
 import xml.etree.ElementTree as ET
 
 import pytest
-
 from conftest import ROOT
 
 tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11+")

@@ -53,10 +53,55 @@ def test_uninterleaved_table_serves_both_branches():
 def test_builtin_tables_load_with_their_settings():
     presets = builtin_presets()
     assert {"flux", "flux_kontext", "chroma", "wan2.1_t2v_1.3B", "hunyuan_video"} <= set(presets)
-    assert len(presets) == 16
+    assert len(presets) == 21
     assert presets["flux"].recommended == (0.24, 0.1, 5)
     assert presets["flux_kontext"].recommended == (0.05, 0.2, 4)
     assert presets["chroma"].cfg_interleaved and len(presets["chroma"].ratios) == 52
+
+
+# First and last entries of the tables added from the authors' scripts (Zehong-Ma/MagCache@df81cb1),
+# as printed there: a guard against a shifted or truncated copy.
+NEW_TABLES = {
+    "flux_kontext_28steps": (28, False, [1.0, 1.19531, 1.07812], [0.9375, 0.93359]),
+    "hunyuan_video_544p": (50, False, [1.0, 1.06971, 1.29073], [0.86139, 0.76592]),
+    "qwen_image_50steps": (50, True, [1.0, 1.0, 1.64062, 1.64062, 1.45312], [0.55078, 0.55078]),
+    "qwen_image_edit": (50, True, [1.0, 1.0, 1.41406, 1.41406, 1.09375], [0.50781, 0.50781]),
+    "wan2.2_ti2v_5B_i2v": (50, True, [1.0, 1.0, 0.99512, 0.99559, 0.99559], [0.96655, 0.96616]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NEW_TABLES))
+def test_tables_added_from_the_authors_scripts(name):
+    steps, cfg, head, tail = NEW_TABLES[name]
+    p = get_preset(name)
+    assert (p.steps, p.cfg_interleaved) == (steps, cfg)
+    assert list(p.ratios[:len(head)]) == head and list(p.ratios[-len(tail):]) == tail
+    assert "Zehong-Ma/MagCache" in p.source
+
+
+def test_every_table_and_setting_names_its_source():
+    for name, p in builtin_presets().items():
+        assert "Zehong-Ma/" in p.source, name
+        assert p.rule is not None and "Zehong-Ma/" in p.rule.source, name
+        assert "Zehong-Ma/" in p.recommended_source, name  # published, none of ours
+        assert "ours" not in p.recommended_source, name
+
+
+def test_forced_compute_step_only_on_flux_tables():
+    forced = {name for name, p in builtin_presets().items() if p.rule.forced_step is not None}
+    assert forced == {"flux", "flux_kontext", "flux_kontext_28steps"}
+    assert all(builtin_presets()[n].rule.forced_step == (11, 28) for n in forced)
+
+
+def test_published_settings_where_the_issue_names_them():
+    assert get_preset("wan2.2_ti2v_5B").recommended == (0.06, 0.2, 2)
+    assert get_preset("wan2.2_t2v_14B").recommended == (0.06, 0.4, 2)
+    assert get_preset("wan2.2_i2v_14B").recommended == (0.06, 0.1, 2)
+    assert get_preset("hunyuan_video1.5_40steps").recommended == (0.06, 0.2, 2)
+    assert get_preset("hunyuan_video1.5_40steps").recommended_end_step == -2
+    assert get_preset("hunyuan_video1.5").recommended == (0.03, 0.25, 2)
+    for name in ("qwen_image", "qwen_image_50steps", "qwen_image_edit"):
+        assert get_preset(name).recommended == (0.06, 0.2, 2), name
 
 
 @pytest.mark.parametrize("ratios, steps, inter, fragment", [
@@ -79,7 +124,9 @@ def test_unknown_preset_names_the_known_ones():
 
 
 def test_every_builtin_table_has_recommended_settings():
+    from comfyui_magcache.magcache import MagCacheConfig
+
     for name, preset in builtin_presets().items():
         thresh, retention, K = preset.recommended
-        assert 0 < thresh <= 0.3 and 0.1 <= retention <= 0.3 and 0 <= K <= 6, name
-    assert get_preset("qwen_image").recommended == (0.10, 0.20, 2)  # published, original pack README
+        assert 0 < thresh <= 0.3 and 0.1 <= retention <= 0.4 and 0 <= K <= 6, name
+        MagCacheConfig(thresh, retention, K, end_step=preset.recommended_end_step)  # accepted by the node

@@ -97,8 +97,9 @@ def test_every_preset_of_every_family_has_a_table_and_original_choices_stay():
 
     named = [p for spec in ALL_SPECS for p in spec.presets]
     assert sorted(named) == sorted(builtin_presets())  # each table belongs to one family; no preset lacks one
-    assert set(named) <= set(MODEL_TYPES)
-    # the original pack's model_type combo, in its order (saved workflows store these strings)
+    assert set(builtin_presets()) == set(MODEL_TYPES) - {"auto"} and len(MODEL_TYPES) == len(set(MODEL_TYPES))
+    # the original pack's model_type combo, in its order (saved workflows store these strings); then
+    # ours, new ones appended after the earlier ones
     original = ("flux", "flux_kontext", "chroma", "qwen_image", "hunyuan_video", "hunyuan_video1.5",
                 "wan2.1_t2v_1.3B", "wan2.1_t2v_14B", "wan2.1_i2v_480p_14B", "wan2.1_i2v_720p_14B",
                 "wan2.1_vace_1.3B", "wan2.1_vace_14B")
@@ -122,6 +123,7 @@ def test_blocks_a_model_never_runs_are_left_out():
     (dict(model_type="t2v", dim=1536, out_dim=16), (1, 16, 21, 60, 104), "wan2.1_t2v_1.3B"),
     (dict(model_type="t2v", dim=5120, out_dim=16), (1, 16, 21, 60, 104), "wan2.1_t2v_14B"),
     (dict(model_type="t2v", dim=3072, out_dim=48), (1, 48, 21, 44, 80), "wan2.2_ti2v_5B"),
+    (dict(model_type="t2v", dim=3072, out_dim=48), (1, 48, 21, 44, 80, "per-frame t"), "wan2.2_ti2v_5B_i2v"),
     (dict(model_type="i2v", dim=5120, out_dim=16), (1, 16, 21, 60, 104), "wan2.1_i2v_480p_14B"),
     (dict(model_type="i2v", dim=5120, out_dim=16), (1, 16, 21, 90, 160), "wan2.1_i2v_720p_14B"),
 ])
@@ -132,7 +134,11 @@ def test_wan_auto_variants(attrs, shape, want):
     from comfyui_magcache.model_patches import wan
 
     model = types.SimpleNamespace(**attrs)
-    assert wan.SPEC.auto_preset(model, {"x": torch.zeros(shape)}.get) == want
+    # Wan2.2 TI2V-5B image-to-video: ComfyUI masks the first latent frame, so the model gets one
+    # timestep per frame (WAN22.process_timestep)
+    t = torch.ones(1, shape[2]) if shape[-1] == "per-frame t" else torch.ones(1)
+    args = {"x": torch.zeros(shape[:5]), "timestep": t}
+    assert wan.SPEC.auto_preset(model, args.get) == want
 
 
 def test_vace_and_hunyuan_auto_variants():
@@ -148,3 +154,48 @@ def test_vace_and_hunyuan_auto_variants():
         to = {"sample_sigmas": torch.linspace(1, 0, steps + 1)}
         assert hunyuan_video.SPEC.auto_preset(v15, {"transformer_options": to}.get) == want
     assert hunyuan_video.SPEC.auto_preset(types.SimpleNamespace(cond_type_embedding=None), {}.get) == "hunyuan_video"
+    for steps, want in ((30, "hunyuan_video1.5"), (31, "hunyuan_video1.5_40steps")):  # nearer table; a tie: 20
+        to = {"sample_sigmas": torch.linspace(1, 0, steps + 1)}
+        assert hunyuan_video.SPEC.auto_preset(v15, {"transformer_options": to}.get) == want
+
+
+def sigmas(steps):
+    import torch
+
+    return {"transformer_options": {"sample_sigmas": torch.linspace(1, 0, steps + 1)}}
+
+
+@pytest.mark.parametrize("steps, want", [(0, "flux_kontext"), (20, "flux_kontext"), (24, "flux_kontext"),
+                                         (25, "flux_kontext_28steps"), (28, "flux_kontext_28steps"),
+                                         (50, "flux_kontext_28steps")])
+def test_flux_auto_takes_the_kontext_table_nearest_in_steps(steps, want):
+    import torch
+    from comfyui_magcache.model_patches import flux
+
+    ref = {"ref_latents": [torch.zeros(1, 16, 8, 8)]}
+    assert flux.SPEC.auto_preset(None, dict(sigmas(steps) if steps else {}, **ref).get) == want
+    assert flux.SPEC.auto_preset(None, dict(sigmas(steps), ref_latents=None).get) == "flux"
+
+
+@pytest.mark.parametrize("steps, edit, want", [(20, False, "qwen_image"), (40, False, "qwen_image"),
+                                               (45, False, "qwen_image"), (46, False, "qwen_image_50steps"),
+                                               (50, False, "qwen_image_50steps"), (20, True, "qwen_image_edit"),
+                                               (50, True, "qwen_image_edit")])
+def test_qwen_auto_takes_the_edit_table_with_reference_latents_else_nearest_steps(steps, edit, want):
+    import torch
+    from comfyui_magcache.model_patches import qwen_image
+
+    args = dict(sigmas(steps), ref_latents=[torch.zeros(1, 16, 8, 8)] if edit else [])
+    assert qwen_image.SPEC.auto_preset(None, args.get) == want
+
+
+@pytest.mark.parametrize("hw, want", [((90, 160), "hunyuan_video"), ((68, 120), "hunyuan_video_544p"),
+                                      ((60, 104), "hunyuan_video_544p"), ((80, 144), "hunyuan_video")])
+def test_hunyuan_auto_takes_the_table_nearest_in_size(hw, want):
+    import types
+
+    import torch
+    from comfyui_magcache.model_patches import hunyuan_video
+
+    model = types.SimpleNamespace(cond_type_embedding=None)
+    assert hunyuan_video.SPEC.auto_preset(model, {"x": torch.zeros(1, 16, 33, *hw)}.get) == want

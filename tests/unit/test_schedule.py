@@ -106,3 +106,20 @@ def test_a_schedule_ending_at_a_small_sigma_is_complete():
 def test_without_the_model_table_a_run_is_its_own_schedule():
     sched = Schedule.from_values(simple(flow_table(), 20)[10:])
     assert (sched.offset, sched.total) == (0, 10)
+
+
+def test_short_pieces_of_a_simple_schedule_are_placed_by_their_entries():
+    # the simple scheduler's spacing in the table alternates between two whole numbers, so a few
+    # steps' own spacing can misjudge the full schedule by one; the entries themselves place it
+    table = flow_table()
+    for steps, split in ((28, 1), (47, 3), (47, 44), (46, 43)):
+        full = simple(table, steps)
+        high, low = Schedule.from_values(full[:split + 1], table), Schedule.from_values(full[split:], table)
+        assert (high.offset, high.total, low.offset, low.total) == (0, steps, split, steps), (steps, split)
+
+
+def test_a_run_that_fits_several_schedules_keeps_the_estimate():
+    # steps 0-1 of 36 and of 37 steps are the same table entries: either placement is as right
+    table = flow_table()
+    assert simple(table, 36)[:2] == simple(table, 37)[:2]
+    assert Schedule.from_values(simple(table, 36)[:2], table).total in (36, 37)

@@ -121,3 +121,39 @@ def test_summary_line():
     n = len(state.branches[C].skipped_steps)
     state.schedule(torch.linspace(1, 0, 9))
     assert state.summary() == f"MagCache: skipped {n}/8 steps (cond {n}, uncond {n}), est. {8 / (8 - n):.1f}x"
+
+
+def test_summary_names_the_tables_the_run_read():
+    from comfyui_magcache.magcache import get_preset
+
+    state = RunState(MagCacheConfig(thresh=0.24, retention_ratio=0.1, K=5))
+    simulate(state, [(C,)], steps=28, tables=get_preset("flux").tables(28))
+    n = len(state.branches[C].skipped_steps)
+    assert 11 not in state.branches[C].skipped_steps  # the table's forced step
+    state.schedule(torch.linspace(1, 0, 29))
+    assert state.summary() == f"MagCache: skipped {n}/28 steps (cond {n}), est. {28 / (28 - n):.1f}x, table flux"
+    state.decide(0, 28, get_preset("flux_kontext").tables(28), [U], [False])
+    assert state.summary().endswith(", table flux + flux_kontext")
+
+
+def test_a_run_placed_late_in_the_schedule_starts_with_the_shared_accumulators():
+    from comfyui_magcache.magcache import get_preset, predict_skips
+
+    # Wan2.2 T2V-A14B's low-noise expert as its own sampler: steps 26..39 of 40
+    model_sigmas = [i / 1000 for i in range(1, 1001)]
+    ss = 1000 / 40
+    full = [model_sigmas[-(1 + int(x * ss))] for x in range(40)] + [0.0]
+    cfg = MagCacheConfig(thresh=0.06, retention_ratio=0.4, K=2)
+    state = RunState(cfg, model_sigmas=model_sigmas)
+    sched = state.schedule(full[26:])
+    assert (sched.offset, sched.total) == (26, 40)
+    tables = get_preset("wan2.2_t2v_14B").tables(40)
+    x = torch.zeros(1, 2, 2)
+    got = []
+    for step in range(26, 40):
+        fits = [state.fits(C, x)]
+        if state.decide(step, 40, tables, [C], fits):
+            got.append(step)
+        else:
+            state.store(C, x)
+    assert got == predict_skips(cfg, tables, 40, first=26)[COND]
