@@ -313,10 +313,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
 def run_report(run: Run) -> str:
     """The run's summary line and the table it read, e.g. 'MagCache: skipped 9/20 steps (cond 9, uncond 9),
     est. 1.8x, table flux'; a run with caching off says why."""
-    text = run.state.summary()
-    if run.state.disabled_reason is None and run.last_preset is not None:
-        text += f", table {getattr(run.last_preset, 'name', run.last_preset)}"
-    return text
+    return run.state.summary()  # names the tables the run read (RunState.table_names)
 
 
 def finish_calibration(run: Run, model_sampling, args, kwargs) -> str:

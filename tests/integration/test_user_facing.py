@@ -92,8 +92,8 @@ def test_thresh_zero_validates_the_other_inputs_first(comfy, ui):
     from comfyui_magcache.model_patches import UnsupportedModel
 
     wan = tiny_model("wan_t2v")
-    with pytest.raises(MagCacheConfigError, match="retention_ratio must be a number from 0.1 to 0.3, got 0.9"):
-        comfy.MagCache.execute(wan, "auto", 0.0, 0.9, 3, 0, -1)
+    with pytest.raises(MagCacheConfigError, match="retention_ratio must be a number from 0.1 to 1.0, got 1.5"):
+        comfy.MagCache.execute(wan, "auto", 0.0, 1.5, 3, 0, -1)
     with pytest.raises(MagCacheConfigError, match=r"end_step \(2\) is before start_step \(5\)"):
         comfy.MagCache.execute(wan, "auto", 0.0, 0.2, 3, 5, 2)
     with pytest.raises(UnsupportedModel, match="model_type 'flux' does not match the loaded model"):
@@ -178,7 +178,7 @@ def test_an_unsupported_model_error_says_why_in_a_short_first_line(comfy):
         first, *details = str(e.value).splitlines()
         assert first == ("MagCache cannot accelerate this model: this is a UNet; MagCache works on diffusion "
                          "transformers. Bypass the MagCache node for it.")
-        assert details == ["Supported families: Flux, Chroma, HunyuanVideo, Wan, Wan VACE, Qwen-Image.",
+        assert details == ["Supported families: Chroma, Flux, HunyuanVideo, Qwen-Image, Wan, Wan VACE.",
                            "Loaded model class: comfy.ldm.modules.diffusionmodules.openaimodel.UNetModel"]
 
 

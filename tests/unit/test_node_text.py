@@ -75,7 +75,7 @@ def test_run_report_names_the_table_or_why_caching_was_off():
     flux = next(s for s in ALL_SPECS if s.name == "Flux")
     run = Run(Settings(flux, MagCacheConfig(), "flux"))
     run.state.calls, run.state.computed_calls = 20, 7
-    run.last_preset = "flux"
+    run.state.table_names.append("flux")  # as RunState.decide records the tables it reads
     assert run_report(run) == "MagCache: skipped 0/0 steps (), est. 2.9x, table flux"
     off = Run(Settings(flux, MagCacheConfig(), "flux"))
     off.state.disable("the schedule is degenerate")
