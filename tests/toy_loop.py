@@ -41,8 +41,9 @@ class ToyFlux:
         self.final_inputs.append(img.clone())
         return img * 2.0
 
-    def forward(self, img, txt, transformer_options, ref_latents=None, control=None):
-        """Like Flux.forward_orig after the embeddings: img [B, n_img, C], txt [B, n_txt, C]."""
+    def forward(self, img, txt, transformer_options, ref_latents=None, control=None, between=None):
+        """Like Flux.forward_orig after the embeddings: img [B, n_img, C], txt [B, n_txt, C].
+        between: called with the block key after each double block, as ControlNet runs between blocks."""
         to = transformer_options
         img = img.clone()
         if ref_latents is not None:
@@ -63,6 +64,8 @@ class ToyFlux:
                 img, txt = block(img, txt)
             if control is not None:
                 img[:, :control.shape[1]] += control  # ControlNet adds in place between blocks
+            if between is not None:
+                between(key)
         img = torch.cat((txt, img), 1)
         for i, block in enumerate(self.single_blocks):
             key = ("single_block", i)
