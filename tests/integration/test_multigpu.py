@@ -118,7 +118,8 @@ class Observer:
 
 
 def run_state_probe(model, seen: list):
-    """An OUTER_SAMPLE wrapper inside MagCache's: keeps each run's per-branch skipped steps."""
+    """An OUTER_SAMPLE wrapper inside MagCache's: keeps each run's per-branch skipped steps and its
+    (model calls, computed calls) counters under "calls"."""
     from comfyui_magcache.model_patches import engine
 
     def probe(executor, *args, **kwargs):
@@ -128,6 +129,7 @@ def run_state_probe(model, seen: list):
             run = executor.class_obj.model_options["transformer_options"].get(engine.RUN_KEY)
             if run is not None:
                 seen.append({key: list(st.skipped_steps) for key, st in run.state.branches.items()})
+                seen[-1]["calls"] = (run.state.calls, run.state.computed_calls)
 
     model = model.clone()
     model.add_wrapper_with_key("outer_sample", "zz_probe", probe)
@@ -201,6 +203,7 @@ def test_split_decides_and_outputs_as_one_device(nodes, order, layout):
     assert want[COND] and want[UNCOND]
     assert watch.skipped(COND) == want[COND] and watch.skipped(UNCOND) == want[UNCOND]
     (branches,) = seen
+    assert branches.pop("calls") == (2 * STEPS, 2 * (STEPS - len(want[COND])))  # counters right under threads
     assert sorted(branches.values()) == sorted([want[COND], want[UNCOND]])
     # bit-identical to one device making the same (separate) calls
     assert torch.equal(out, ref)
