@@ -34,12 +34,23 @@ class BranchState:
         self.residual = None
 
 
+def _length(values) -> Optional[int]:
+    """How many values a schedule holds, from its metadata only (no read of the values)."""
+    if isinstance(values, torch.Tensor):
+        return values.numel()
+    try:
+        return len(values)
+    except TypeError:
+        return None
+
+
 class RunState:
     """Everything MagCache remembers during one sampling run.
 
     decide() applies the skip rule for the branches that share one model call; the caller then
     either skips the blocks (using residual()) or computes them and hands the new residual to
-    store()."""
+    store(). Not locked itself: callers sharing it between threads serialise their calls (the
+    engine holds its run's lock)."""
 
     def __init__(self, config: MagCacheConfig, round_half_up: bool = False, model_sigmas=None):
         self.config = config
@@ -62,10 +73,18 @@ class RunState:
             log.warning("MagCache: caching is off for this run: %s", reason)
 
     def schedule(self, sample_sigmas) -> Optional[Schedule]:
-        """The run's schedule (parsed once per schedule object), or None when caching is off."""
+        """The run's schedule, or None when caching is off.
+
+        Parsed (one host read) once per run: the same object again, or another one of the same
+        length, reuses the parse. ComfyUI sets one schedule per sampling run (CFGGuider.inner_sample);
+        MultiGPU CFG Split hands every model call on another device a fresh copy of it on that
+        device, whose identity is new at every call and whose values could only be compared by
+        reading them back (a host sync per call). So a same-length object is taken for a copy, with
+        no read; one of another length (or no schedule) is parsed and starts the branches afresh."""
         if self.disabled_reason is not None:
             return None
-        if sample_sigmas is not self._schedule_src or self._schedule is None:
+        if self._schedule is None or (sample_sigmas is not self._schedule_src
+                                      and _length(sample_sigmas) != len(self._schedule.sigmas)):
             try:
                 sched = Schedule.from_values(sample_sigmas, self.model_sigmas)
             except DegenerateSchedule as e:

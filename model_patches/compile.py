@@ -9,11 +9,15 @@ keep their shapes from step to step, and blocks of one class share one compiled 
 Nothing global is touched: no torch/dynamo/inductor configuration, no patched torch class. The
 compiled blocks are swapped in for the duration of each model call by an APPLY_MODEL wrapper (as
 ComfyUI's own torch.compile helper does), under the same wrapper key, so this and core's
-TorchCompileModel replace each other rather than stack."""
+TorchCompileModel replace each other rather than stack. The blocks are compiled per model instance
+the wrapper is called for: MultiGPU CFG Split calls it for each device's own copy of the model, and
+each device must run its own blocks (blocks of one class still share one graph)."""
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+import weakref
 from typing import Optional
 
 import torch
@@ -88,13 +92,24 @@ def block_paths(spec: FamilySpec, diffusion_model, prefix: str = "diffusion_mode
     return paths
 
 
-def compile_wrapper(compiled: dict):
-    """APPLY_MODEL wrapper: swap the compiled blocks in for the call, restore them after; run under
-    no_grad as ComfyUI samples; if dynamo cannot compile, finish eagerly (once warned) rather than fail."""
+def compile_wrapper(paths: list[str], compile_args: dict):
+    """APPLY_MODEL wrapper: swap the compiled blocks of the called model in for the call, restore them
+    after; run under no_grad as ComfyUI samples; if dynamo cannot compile, finish eagerly (once
+    warned) rather than fail."""
     import comfy.utils
     from torch._dynamo.exc import TorchDynamoException
 
     broken: dict = {}
+    per_model = weakref.WeakKeyDictionary()  # BaseModel -> {path: its compiled block}
+    lock = threading.Lock()  # device threads of the split call this wrapper at the same time
+
+    def compiled_blocks(model) -> dict:
+        with lock:
+            compiled = per_model.get(model)
+            if compiled is None:
+                compiled = per_model[model] = {path: torch.compile(comfy.utils.get_attr(model, path), **compile_args)
+                                               for path in paths}
+        return compiled
 
     def wrapper(executor, *args, **kwargs):
         model = executor.class_obj
@@ -104,7 +119,7 @@ def compile_wrapper(compiled: dict):
                 return executor(*args, **kwargs)
         originals = {}
         try:
-            for path, module in compiled.items():
+            for path, module in compiled_blocks(model).items():
                 originals[path] = comfy.utils.get_attr(model, path)
                 comfy.utils.set_attr(model, path, module)
             cargs, ckwargs = with_compile_attention(args, kwargs)
@@ -143,8 +158,7 @@ def apply_compile(model, spec: FamilySpec, diffusion_model, kwargs: dict, prefix
     from comfy.patcher_extension import WrappersMP
 
     model = model.clone()
-    compiled = {path: torch.compile(model.get_model_object(path), **kwargs)
-                for path in block_paths(spec, diffusion_model, prefix or "diffusion_model")}
+    paths = block_paths(spec, diffusion_model, prefix or "diffusion_model")
     model.remove_wrappers_with_key(WrappersMP.APPLY_MODEL, COMPILE_KEY)
-    model.add_wrapper_with_key(WrappersMP.APPLY_MODEL, COMPILE_KEY, compile_wrapper(compiled))
+    model.add_wrapper_with_key(WrappersMP.APPLY_MODEL, COMPILE_KEY, compile_wrapper(paths, kwargs))
     return model

@@ -4,11 +4,14 @@
   replacement another node put there). On a computed call the head clones its input and the tail
   stores tail-output minus head-input (image tokens) per branch; on a skipped call no block runs
   and the tail hands on head-input + cached residual.
-- A DIFFUSION_MODEL wrapper marks the span of one model call (and picks the preset for 'auto').
+- A DIFFUSION_MODEL wrapper marks the span of one model call (and picks the preset for 'auto'):
+  it makes the call's Call and hands it to the blocks through a context variable, so what one call
+  decides stays with that call. Each thread has its own context, so model calls running at the same
+  time (MultiGPU CFG Split runs cond and uncond in parallel threads, sharing the run) never see
+  each other's call; the run's shared state is changed under the run's lock.
 - An OUTER_SAMPLE wrapper creates the run's state, logs one line at the end (also shown on the
-  sampler node in the UI) and drops the state in a `finally`. Nothing is stored on the shared
-  model; a family's hint maps (VACE) are swapped through object patches of the clone, which
-  ComfyUI applies and undoes with the clone.
+  sampler node in the UI) and drops the state in a `finally`. Nothing is stored on the shared model; a family's hint maps (VACE) are swapped
+  through object patches of the clone, which ComfyUI applies and undoes with the clone.
 
 ComfyUI is imported only inside the functions that ComfyUI itself calls, so the block logic can be
 driven by plain block loops in unit tests.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -30,7 +34,7 @@ from .spec import BlockGroup, FamilySpec
 
 log = logging.getLogger("MagCache")
 
-# The model call in progress, for code ComfyUI runs without transformer_options (hint maps).
+# The model call in progress in this thread (blocks, hint maps); set by diffusion_model_wrapper.
 CURRENT_CALL: contextvars.ContextVar = contextvars.ContextVar("magcache_call", default=None)
 
 SETTINGS_KEY = "magcache"  # transformer_options key of the node's Settings
@@ -77,9 +81,11 @@ class Settings:
 
 @dataclass
 class Call:
-    """What the head decided for the model call in progress."""
+    """What the head decided for one model call; only that call's thread sees it."""
 
+    run: "Run"
     preset: object  # a preset name or a Preset
+    to: Optional[dict] = None  # the model call's transformer_options, for blocks not handed them
     active: bool = False
     skip: bool = False
     step: int = -1
@@ -90,12 +96,13 @@ class Call:
 
 
 class Run:
-    """One sampling run: the core state plus the call in progress."""
+    """One sampling run: the core state, shared by every model call of the run (also by calls
+    running at the same time in other threads: state, calibration and tables change under `lock`)."""
 
     def __init__(self, settings: Settings, model_sigmas=None):
         self.settings = settings
         self.state = RunState(settings.config, settings.spec.retention_round_half_up, model_sigmas)
-        self.call: Optional[Call] = None
+        self.lock = threading.Lock()  # taken twice per model call (head, tail), never per block
         self.auto_variant: Optional[str] = None
         self.last_preset = None  # the table the last model call read
         self.calibration = Calibration() if settings.calibrate is not None else None
@@ -170,10 +177,10 @@ class CachedBlock:
         return extra["original_block"](args)
 
     def __call__(self, args: dict, extra: dict) -> dict:
-        to = args.get("transformer_options") or {}
+        call: Optional[Call] = CURRENT_CALL.get()
+        to = args.get("transformer_options") or (call.to if call is not None else None) or {}
         run: Optional[Run] = to.get(RUN_KEY)
-        call = run.call if run is not None else None
-        if call is None:
+        if run is None or call is None or call.run is not run:
             return self.compute(args, extra)
         if self.is_head:
             self.begin(run, call, args["img"], to)
@@ -202,18 +209,20 @@ class CachedBlock:
         call.active = call.skip = False
         call.head_in = call.skip_out = None
         state = run.state
-        sched = state.schedule(to.get("sample_sigmas"))
         keys = branch_keys(to)
         sigmas = to.get("sigmas")
+        with run.lock:
+            sched = state.schedule(to.get("sample_sigmas"))
         if sched is None or sigmas is None or img.shape[0] % len(keys):
             return
         step = sched.global_step(float(sigmas.reshape(-1)[0]))  # the one scalar read per model call
         b = img.shape[0] // len(keys)
-        fits = [state.fits(k, img[i * b:(i + 1) * b]) for i, k in enumerate(keys)]
-        call.skip = state.decide(step, sched.total, run.tables(call.preset, sched.total), keys, fits)
+        with run.lock:
+            fits = [state.fits(k, img[i * b:(i + 1) * b]) for i, k in enumerate(keys)]
+            call.skip = state.decide(step, sched.total, run.tables(call.preset, sched.total), keys, fits)
+            res = [state.residual(k) for k in keys] if call.skip else None
         call.active, call.keys, call.n_img, call.step = True, keys, img.shape[1], step
         if call.skip:
-            res = [state.residual(k) for k in keys]
             call.skip_out = img + (res[0] if len(res) == 1 else torch.cat(res))
         else:
             # blocks update their input in place (Flux: img += ...); contiguous so the residual
@@ -222,12 +231,13 @@ class CachedBlock:
 
     @staticmethod
     def finish(run: Run, call: Call, img_out: torch.Tensor) -> None:
-        residual = img_out - call.head_in
+        residual = img_out - call.head_in  # on the device that computed it, and stays there
         b = residual.shape[0] // len(call.keys)
-        for i, k in enumerate(call.keys):
-            run.state.store(k, residual[i * b:(i + 1) * b])
-            if run.calibration is not None:
-                run.calibration.record(k, call.step, residual[i * b:(i + 1) * b])
+        with run.lock:
+            for i, k in enumerate(call.keys):
+                run.state.store(k, residual[i * b:(i + 1) * b])
+                if run.calibration is not None:
+                    run.calibration.record(k, call.step, residual[i * b:(i + 1) * b])
         call.head_in = None
         call.active = False
 
@@ -268,18 +278,19 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
         preset = settings.spec.auto_preset(getattr(executor, "class_obj", None),
                                            lambda name: bound.get(name, kwargs.get(name)))
         # A variant seen once holds for the whole run: Kontext's reference latents may sit on the
-        # positive only, and its uncond calls must still read the Kontext table.
+        # positive only, and its uncond calls must still read the Kontext table. (With a step's calls
+        # in parallel threads, an uncond call of the first step may start before the cond call sets
+        # it: harmless, a branch's first call never skips, having no residual, and its accumulators
+        # restart after it, so the table it read does not count.)
         if preset != settings.spec.presets[0]:
             run.auto_variant = preset
         preset = run.auto_variant or preset
-    run.call = Call(preset=preset)
     run.last_preset = preset
-    token = CURRENT_CALL.set(run.call)
+    token = CURRENT_CALL.set(Call(run, preset, to))
     try:
         return executor(*args, **kwargs)
     finally:
         CURRENT_CALL.reset(token)
-        run.call = None
 
 
 def outer_sample_wrapper(executor, *args, **kwargs):
@@ -305,8 +316,8 @@ def outer_sample_wrapper(executor, *args, **kwargs):
             report = run_report(run)
             log.info(report)
             node_text.show(report)  # on the sampler node in the UI, when a server runs
-        run.state.release()
-        run.call = None
+        with run.lock:
+            run.state.release()
         guider.model_options = orig
 
 

@@ -44,8 +44,9 @@ class ToyFlux:
         self.final_inputs.append(img.clone())
         return img * 2.0
 
-    def forward(self, img, txt, transformer_options, ref_latents=None, control=None):
-        """Like Flux.forward_orig after the embeddings: img [B, n_img, C], txt [B, n_txt, C]."""
+    def forward(self, img, txt, transformer_options, ref_latents=None, control=None, between=None):
+        """Like Flux.forward_orig after the embeddings: img [B, n_img, C], txt [B, n_txt, C].
+        between: called with the block key after each double block, as ControlNet runs between blocks."""
         to = transformer_options
         img = img.clone()
         if ref_latents is not None:
@@ -66,6 +67,8 @@ class ToyFlux:
                 img, txt = block(img, txt)
             if control is not None:
                 img[:, :control.shape[1]] += control  # ControlNet adds in place between blocks
+            if between is not None:
+                between(key)
         img = torch.cat((img, txt) if self.image_first else (txt, img), 1)
         start = 0 if self.image_first else txt.shape[1]
         if self.img_slice is True:
@@ -86,7 +89,7 @@ class ToyFlux:
 
 class ToyLayer(torch.nn.Module):
     """A block of a loop that never reads patches_replace (as Lumina 2's NextDiT.layers): called as
-    layer(x, c, transformer_options=...) and returns x; updates in place."""
+    layer(x, c) (not even handed transformer_options) and returns x; updates in place."""
 
     def __init__(self, i, calls):
         super().__init__()
@@ -116,7 +119,7 @@ class ToyStack(torch.nn.Module):
         x = img.clone()
         c = txt.mean(dim=1, keepdim=True)
         for layer in self.layers:
-            x = layer(x, c, transformer_options=transformer_options)
+            x = layer(x, c)
         return self.final_layer(x)
 
 

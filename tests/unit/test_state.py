@@ -1,7 +1,7 @@
 import logging
 
 import torch
-from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, RunState, predict_skips
+from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, RunState, Schedule, predict_skips
 
 CFG = MagCacheConfig(thresh=0.05, K=2, retention_ratio=0.1)
 COND_T = [1.0, 1.0, 1.0, 1.01, 1.0, 1.0, 1.0, 1.0]
@@ -113,6 +113,24 @@ def test_schedule_is_parsed_once_per_schedule_object():
     sigmas = torch.linspace(1, 0, 9)
     first = state.schedule(sigmas)
     assert first.steps == 8 and state.schedule(sigmas) is first
+
+
+def test_copies_of_the_schedule_are_not_read_again(monkeypatch):
+    """MultiGPU CFG Split hands each call on another device a new copy of the schedule: same length,
+    same run, no second parse (a host read per call on a GPU). Another length is a new schedule."""
+    state = RunState(CFG)
+    sigmas = torch.linspace(1, 0, 9)
+    first = state.schedule(sigmas)
+    state.store(C, torch.zeros(1, 4, 3))
+    parsed = []
+    original = Schedule.from_values
+    monkeypatch.setattr(Schedule, "from_values",
+                        classmethod(lambda cls, *a, **k: parsed.append(1) or original(*a, **k)))
+    assert all(state.schedule(sigmas.clone()) is first for _ in range(5)) and state.schedule(sigmas) is first
+    assert state.schedule(torch.linspace(1, 0, 9).to("meta")) is first  # values that cannot even be read
+    assert parsed == [] and state.residual(C) is not None
+    other = state.schedule(torch.linspace(1, 0, 13))
+    assert other.steps == 12 and parsed == [1] and C not in state.branches  # a new schedule starts afresh
 
 
 def test_summary_line():
