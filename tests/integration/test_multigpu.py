@@ -15,10 +15,10 @@ import torch
 from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, Schedule, get_preset, predict_skips
 from comfyui_magcache.magcache import state as state_module
 from test_compile import dynamo_counts
-from tiny_comfy import TINY, conds, sample, tiny_model
+from harness import TINY, conds, sample, tiny_model
 
 NAME, PRESET, SETTINGS = "wan_t2v", "wan2.1_t2v_1.3B", (0.12, 0.2, 4)  # Wan 1.3B's recommended settings
-SHAPE = TINY[NAME][2]
+SHAPE = TINY[NAME].latent
 STEPS, CFG = 12, 3.0
 ORDERS = {"magcache_then_split": ("magcache", "split"), "split_then_magcache": ("split", "magcache")}
 
@@ -160,7 +160,7 @@ def rule(preset=PRESET, settings=SETTINGS, round_half_up=False):
 
 
 def text(tokens, seed):
-    return torch.randn(1, tokens, TINY[NAME][1]["text_dim"], generator=torch.Generator().manual_seed(seed))
+    return torch.randn(1, tokens, TINY[NAME].unet_config["text_dim"], generator=torch.Generator().manual_seed(seed))
 
 
 def conditioning(layout):
