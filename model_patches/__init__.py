@@ -12,7 +12,7 @@ from typing import Optional
 
 from ..magcache import builtin_presets
 from ..magcache.text import clip, show
-from .spec import BlockGroup, FamilySpec, Fixture
+from .spec import BlockGroup, Example, FamilySpec, Fixture
 
 log = logging.getLogger("MagCache")
 
@@ -22,6 +22,8 @@ FAMILY_MODULES = tuple(m for m in (importlib.import_module(f"{__name__}.{info.na
 ALL_SPECS: tuple[FamilySpec, ...] = tuple(m.SPEC for m in FAMILY_MODULES)
 # Every family's tiny instances by name: what the tests and the benchmark sample.
 FIXTURES: dict[str, tuple[FamilySpec, Fixture]] = {f.name: (s, f) for s in ALL_SPECS for f in s.fixtures}
+# Every example workflow a family ships, by file name.
+EXAMPLES: dict[str, tuple[FamilySpec, Example]] = {e.file: (s, e) for s in ALL_SPECS for e in s.examples}
 
 # The original pack's model_type choices, kept so its saved workflows load.
 ORIGINAL_MODEL_TYPES = (
@@ -113,6 +115,6 @@ def resolve(model_type: str, diffusion_model, specs=None) -> tuple[FamilySpec, O
     return found, model_type
 
 
-__all__ = ["ADDED_MODEL_TYPES", "ALL_SPECS", "FIXTURES", "MODEL_TYPES", "ORIGINAL_MODEL_TYPES", "BlockGroup",
+__all__ = ["ADDED_MODEL_TYPES", "ALL_SPECS", "EXAMPLES", "FIXTURES", "Example", "MODEL_TYPES", "ORIGINAL_MODEL_TYPES", "BlockGroup",
            "FamilySpec", "Fixture", "UnsupportedModel", "available_specs", "resolve", "spec_for_model",
            "unsupported_message"]

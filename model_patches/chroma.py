@@ -1,7 +1,7 @@
 """Chroma: comfy.ldm.chroma.model.Chroma. Flux-like layout (text first in the single stream);
 blocks listed in skip_mmdit / skip_dit never run, so they are neither head nor tail."""
 from .flux import LOADABLE, MID
-from .spec import BlockGroup, FamilySpec, Fixture
+from .spec import BlockGroup, Example, FamilySpec, Fixture
 
 TINY = dict(image_model="chroma", in_channels=64, out_channels=64, context_in_dim=64, hidden_size=64, mlp_ratio=4.0,
             num_heads=2, depth=2, depth_single_blocks=2, axes_dim=[8, 12, 12], theta=10000, patch_size=2,
@@ -21,4 +21,6 @@ SPEC = FamilySpec(
         bench=dict(unet=dict(MID, out_dim=512, hidden_dim=256), latent=(1, 16, 64, 64), patch=(2, 2), hidden=512,
                    cfg=4.0),
         checkpoint=dict(LOADABLE, in_dim=64, out_dim=3072, hidden_dim=5120, n_layers=5), slow=True),),
+    examples=(Example("chroma.json", "chroma", run="chroma"),
+              Example("chroma_calibration.json", "chroma_calibration")),
 )

@@ -6,7 +6,7 @@ first, then image tokens.
 
 'auto': a run with reference latents is Kontext, whose tables exist for 20 steps (the original
 pack's) and 28 steps (the authors' script); the one calibrated nearer to the run's step count."""
-from .spec import BlockGroup, FamilySpec, Fixture, nearest_steps, steps_of
+from .spec import BlockGroup, Example, FamilySpec, Fixture, nearest_steps, steps_of
 
 KONTEXT = ("flux_kontext", "flux_kontext_28steps")
 
@@ -46,4 +46,7 @@ SPEC = FamilySpec(
         bench=dict(unet=dict(MID, vec_in_dim=256), latent=(1, 16, 64, 64), patch=(2, 2), hidden=512, cfg=1.0,
                    pooled_dim=256),
         checkpoint=dict(LOADABLE, vec_in_dim=768), slow=True),),
+    examples=(Example("flux.json", "flux", run="flux"), Example("flux_kontext.json", "flux_kontext"),
+              Example("calibration.json", "calibration"),
+              Example("flux_kontext_calibration.json", "flux_kontext_calibration")),
 )

@@ -6,7 +6,7 @@ first and says where the image tokens are (img_slice), which the engine uses. 'a
 calibrated nearer to the run's step count; version 1 has tables for 720p (720x1280) and 544p
 (544x960) and takes the one nearer to the run's pixel area."""
 from .flux import MID
-from .spec import BlockGroup, FamilySpec, Fixture, nearest_steps, pixels, steps_of
+from .spec import BlockGroup, Example, FamilySpec, Fixture, nearest_steps, pixels, steps_of
 
 AREA_720P = (720 * 1280 + 544 * 960) // 2  # between the two calibrated sizes
 
@@ -47,4 +47,5 @@ SPEC = FamilySpec(
         Fixture("hunyuan_video1.5", "HunyuanVideo15", TINY_15, (1, 32, 3, 16, 16), "hunyuan_video1.5", "img_in",
                 "final_layer", pooled_dim=32),
     ),
+    examples=(Example("hunyuanvideo.json", "hunyuanvideo", run="hunyuan_video"),),
 )

@@ -5,7 +5,7 @@ stream of image tokens; reference latents of the edit models are appended to it)
 Qwen-Image table calibrated nearer to the run's step count (40 steps: the original pack's, 50:
 the authors' script's)."""
 from .flux import has_items
-from .spec import BlockGroup, FamilySpec, Fixture, nearest_steps, steps_of
+from .spec import BlockGroup, Example, FamilySpec, Fixture, nearest_steps, steps_of
 
 
 def variant(model, arg) -> str:
@@ -29,4 +29,5 @@ SPEC = FamilySpec(
         bench=dict(unet=dict(attention_head_dim=64, num_attention_heads=8, num_layers=8, joint_attention_dim=512,
                              axes_dims_rope=(16, 24, 24)), latent=(1, 16, 1, 64, 64), patch=(1, 2, 2), hidden=512,
                    cfg=4.0)),),
+    examples=(Example("qwen_image.json", "qwen_image"),),
 )

@@ -73,6 +73,19 @@ class Fixture:
     slow: bool = False
 
 
+@dataclass(frozen=True)
+class Example:
+    """A workflow the pack ships for the family: examples/<file>, written by scripts/make_examples.py
+    with its template of that name and these parameters (model files as ComfyUI's example pages name
+    them; MagCache settings as the table's recommended ones). run: a fixture whose loadable
+    checkpoint runs it end to end in the server test."""
+
+    file: str
+    template: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    run: Optional[str] = None
+
+
 HOOKS = ("patches_replace", "block_swap")
 
 
@@ -97,6 +110,7 @@ class FamilySpec:
         blocks whose iteration hands each block out wrapped; each group's blocks are then called as
         block(hidden_state, *args, **kwargs) -> hidden_state.
     fixtures: tiny instances for the tests and the benchmark (every generic test runs on each).
+    examples: the example workflows shipped for the family.
     """
 
     name: str
@@ -109,6 +123,7 @@ class FamilySpec:
     retention_round_half_up: bool = False
     hook: str = "patches_replace"
     fixtures: tuple[Fixture, ...] = ()
+    examples: tuple[Example, ...] = ()
 
     def __post_init__(self):
         if self.hook not in HOOKS:

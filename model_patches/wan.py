@@ -5,7 +5,7 @@
 image-to-video table when the run starts from an image (ComfyUI's Wan22ImageToVideoLatent masks
 the first frame, so the model gets one timestep per frame). Wan2.2 A14B has the architecture of
 Wan2.1 14B, so its experts need the wan2.2 presets chosen explicitly."""
-from .spec import BlockGroup, FamilySpec, Fixture
+from .spec import BlockGroup, Example, FamilySpec, Fixture
 
 WIDE = 3500  # Wan 1.3B is 1536 wide, Wan2.2 5B 3072, the 14B models 5120
 AREA_720P = 600_000  # pixels; between 480x832 (399,360) and 720x1280 (921,600)
@@ -66,4 +66,6 @@ SPEC = FamilySpec(
                 "wan2.1_i2v_480p_14B", extras=i2v_extras),
         fixture("wan22_5b", "WAN22_T2V", dict(TINY, in_dim=48, out_dim=48), (1, 48, 3, 16, 16), "wan2.2_ti2v_5B"),
     ),
+    examples=(Example("wan2.1_t2v.json", "wan21_t2v", run="wan_t2v"), Example("wan2.1_i2v.json", "wan21_i2v"),
+              Example("wan2.2_t2v_a14b.json", "wan22_t2v_a14b")),
 )

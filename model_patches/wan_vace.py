@@ -1,7 +1,7 @@
 """Wan2.1 VACE: comfy.ldm.wan.model.VaceWanModel. Its hint blocks (vace_blocks) run between the
 main blocks, outside the block replacements, looked up through vace_layers_mapping: on skipped
 calls that mapping reads as empty, so no hint block runs either."""
-from .spec import BlockGroup, FamilySpec
+from .spec import BlockGroup, Example, FamilySpec
 from .wan import BENCH, LOADABLE, MID, TINY, fixture, size_class
 
 
@@ -25,4 +25,5 @@ SPEC = FamilySpec(
         "wan_vace", "WAN21_Vace", dict(TINY, model_type="vace", vace_layers=1, vace_in_dim=96), (1, 16, 3, 16, 16),
         "wan2.1_vace_1.3B", extras=vace_extras, bench=dict(BENCH, unet=dict(MID, vace_layers=4)),
         checkpoint=LOADABLE),),
+    examples=(Example("wan2.1_vace.json", "wan21_vace", run="wan_vace"),),
 )

@@ -1,13 +1,20 @@
-"""Writes examples/*.json, ComfyUI UI-format workflows, from the compact graphs below.
+"""Writes examples/*.json, ComfyUI UI-format workflows: every example a family's spec declares
+(model_patches: FamilySpec.examples), each from its template below with the spec's parameters.
 
     python scripts/make_examples.py
 
 A graph is a list of nodes (type, widget values, {input: (source node, output slot)}); node and
-output types come from TYPES. Positions are laid out left to right by dependency depth."""
+output types come from TYPES. Positions are laid out left to right by dependency depth. A new family
+whose pipeline is loader -> MagCache -> text encoder -> sampler -> decode uses `text_to_image` with
+its own parameters; the other templates are the pipelines of particular examples."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import load_pack  # noqa: E402  (the pack as a package, without ComfyUI)
 
 OUT = Path(__file__).resolve().parents[1] / "examples"
 
@@ -404,11 +411,51 @@ def qwen_image() -> dict:
     ])
 
 
-EXAMPLES = {"flux.json": flux, "flux_kontext.json": flux_kontext, "chroma.json": chroma,
-            "hunyuanvideo.json": hunyuanvideo, "wan2.1_t2v.json": wan21_t2v, "wan2.1_i2v.json": wan21_i2v,
-            "wan2.1_vace.json": wan21_vace, "wan2.2_t2v_a14b.json": wan22_t2v_a14b, "qwen_image.json": qwen_image,
-            "calibration.json": calibration, "chroma_calibration.json": chroma_calibration,
-            "flux_kontext_calibration.json": flux_kontext_calibration}
+def text_to_image(unet: str, clip: tuple, vae: str, model_type: str, settings: tuple, steps: int, cfg: float,
+                  prompt: str, note: str, negative: str | None = None, guidance: float | None = None,
+                  sampling: tuple | None = None, latent: tuple = ("EmptySD3LatentImage", [1024, 1024, 1]),
+                  sampler: str = "euler", scheduler: str = "simple", save: tuple = ("SaveImage", ["MagCache"])) -> dict:
+    """The common pipeline: UNETLoader [-> model sampling node] -> MagCache -> KSampler -> VAEDecode -> save.
+    clip: (loader node type, its widget values). sampling: (node type, widget values), e.g. a shift.
+    negative None: the negative is the zeroed prompt (guidance-distilled models, cfg 1)."""
+    nodes = [(1, "UNETLoader", [unet, "default"], {})]
+    model = (1, 0)
+    if sampling:
+        nodes.append((2, sampling[0], list(sampling[1]), {"model": model}))
+        model = (2, 0)
+    nodes += [(3, "MagCache", [model_type, *settings, 0, -1], {"model": model}),
+              (4, clip[0], list(clip[1]), {}),
+              (5, "CLIPTextEncode", [prompt], {"clip": (4, 0)})]
+    pos = (5, 0)
+    if guidance is not None:
+        nodes.append((6, "FluxGuidance", [guidance], {"conditioning": pos}))
+        pos = (6, 0)
+    nodes.append((7, "CLIPTextEncode", [negative], {"clip": (4, 0)}) if negative is not None else
+                 (7, "ConditioningZeroOut", [], {"conditioning": (5, 0)}))
+    nodes += [(8, latent[0], list(latent[1]), {}),
+              (9, "KSampler", [42, "fixed", steps, cfg, sampler, scheduler, 1.0],
+               {"model": (3, 0), "positive": pos, "negative": (7, 0), "latent_image": (8, 0)}),
+              (10, "VAELoader", [vae], {}),
+              (11, "VAEDecode", [], {"samples": (9, 0), "vae": (10, 0)}),
+              (12, save[0], list(save[1]), {"images": (11, 0)}),
+              (13, "Note", [note], {})]
+    return workflow(nodes)
+
+
+TEMPLATES = {f.__name__: f for f in (flux, flux_kontext, chroma, hunyuanvideo, wan21_t2v, wan21_i2v, wan21_vace,
+                                     wan22_t2v_a14b, qwen_image, calibration, chroma_calibration,
+                                     flux_kontext_calibration, text_to_image)}
+
+
+def examples() -> dict:
+    """{file: () -> workflow} for every example a registered family declares."""
+    load_pack()
+    from comfyui_magcache.model_patches import EXAMPLES as DECLARED
+
+    return {name: (lambda e=e: TEMPLATES[e.template](**e.params)) for name, (_, e) in sorted(DECLARED.items())}
+
+
+EXAMPLES = examples()
 
 if __name__ == "__main__":
     OUT.mkdir(exist_ok=True)

@@ -14,19 +14,19 @@ import make_examples  # noqa: E402
 
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 EXAMPLES = sorted(make_examples.EXAMPLES)
-PLACEHOLDERS = {  # every model file the examples name, so the loaders list them
-    "diffusion_models": ["flux1-dev.safetensors", "flux1-dev-kontext_fp8_scaled.safetensors",
-                         "chroma-unlocked-v50.safetensors", "hunyuan_video_t2v_720p_bf16.safetensors",
-                         "wan2.1_t2v_1.3B_fp16.safetensors", "wan2.1_i2v_480p_14B_fp16.safetensors",
-                         "wan2.1_vace_1.3B_fp16.safetensors", "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
-                         "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", "qwen_image_fp8_e4m3fn.safetensors"],
-    "text_encoders": ["clip_l.safetensors", "t5xxl_fp16.safetensors", "t5xxl_fp8_e4m3fn_scaled.safetensors",
-                      "llava_llama3_fp8_scaled.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
-                      "qwen_2.5_vl_7b_fp8_scaled.safetensors"],
-    "vae": ["ae.safetensors", "hunyuan_video_vae_bf16.safetensors", "wan_2.1_vae.safetensors",
-            "qwen_image_vae.safetensors"],
-    "clip_vision": ["clip_vision_h.safetensors"],
-}
+LOADERS = {"UNETLoader": "diffusion_models", "CLIPLoader": "text_encoders", "DualCLIPLoader": "text_encoders",
+           "VAELoader": "vae", "CLIPVisionLoader": "clip_vision"}
+
+
+def placeholders() -> dict[str, list[str]]:
+    """Every model file the examples' loaders name, by models/ folder, so the loaders list them."""
+    out: dict[str, set] = {}
+    for name in EXAMPLES:
+        for node in json.loads((ROOT / "examples" / name).read_text())["nodes"]:
+            if node["type"] in LOADERS:
+                files = [v for v in node["widgets_values"] if isinstance(v, str) and v.endswith(".safetensors")]
+                out.setdefault(LOADERS[node["type"]], set()).update(files)
+    return {folder: sorted(files) for folder, files in out.items()}
 
 
 def save_tiny(tiny, **overrides):
@@ -39,23 +39,26 @@ def save_tiny(tiny, **overrides):
     return write
 
 
-# example -> (tiny checkpoint, its maker, conditioning (tokens, dim, pooled), slow)
-RUNS = {
-    "wan2.1_t2v.json": ("tiny_wan_t2v.safetensors", save_tiny("wan_t2v", dim=128, text_dim=4096, ffn_dim=256),
-                        (8, 4096, 0), False),
-    "wan2.1_vace.json": ("tiny_wan_vace.safetensors", save_tiny("wan_vace", dim=128, text_dim=4096, ffn_dim=256),
-                         (8, 4096, 0), False),
-    "hunyuanvideo.json": ("tiny_hunyuan_video.safetensors",
-                          save_tiny("hunyuan_video", hidden_size=128, num_heads=1, vec_in_dim=768,
-                                    context_in_dim=4096, axes_dim=[16, 56, 56]), (8, 4096, 768), False),
-    "flux.json": ("tiny_flux.safetensors",
-                  save_tiny("flux", hidden_size=3072, num_heads=24, axes_dim=[16, 56, 56], depth=1,
-                            depth_single_blocks=1, context_in_dim=4096, vec_in_dim=768), (8, 4096, 768), True),
-    "chroma.json": ("tiny_chroma.safetensors",
-                    save_tiny("chroma", hidden_size=3072, num_heads=24, axes_dim=[16, 56, 56], depth=1,
-                              depth_single_blocks=1, context_in_dim=4096, in_dim=64, out_dim=3072, hidden_dim=5120,
-                              n_layers=5), (8, 4096, 32), True),
-}
+def end_to_end_runs() -> dict:
+    """example -> (tiny checkpoint, its maker, conditioning (tokens, dim, pooled), slow), for every
+    example whose family names a fixture with a checkpoint ComfyUI's loader detects."""
+    from comfyui_magcache.model_patches import EXAMPLES as DECLARED, FIXTURES
+
+    runs = {}
+    for name, (_, example) in DECLARED.items():
+        if example.run is None:
+            continue
+        fixture = FIXTURES[example.run][1]
+        config = dict(fixture.unet_config, **fixture.checkpoint)
+        dim = config.get("context_in_dim") or config.get("text_dim") or config.get("joint_attention_dim")
+        pooled = config.get("vec_in_dim") or fixture.pooled_dim or 0
+        runs[name] = (f"tiny_{fixture.name}.safetensors", save_tiny(fixture.name, **fixture.checkpoint),
+                      (8, dim, pooled), fixture.slow)
+    return runs
+
+
+PLACEHOLDERS = placeholders()
+RUNS = end_to_end_runs()
 
 
 @pytest.fixture(scope="module")

@@ -35,3 +35,29 @@ def test_example_is_current_and_consistent(name):
         thresh, retention, K = plot["widgets_values"]
         MagCacheConfig(thresh=thresh, retention_ratio=retention, K=K)
     assert any(n["type"] in ("MagCache", "MagCacheCalibration") for n in wf["nodes"])
+
+
+def test_every_family_ships_an_example_and_every_example_is_declared():
+    from comfyui_magcache.model_patches import ALL_SPECS
+
+    assert all(spec.examples for spec in ALL_SPECS), [s.name for s in ALL_SPECS if not s.examples]
+    assert sorted(p.name for p in (ROOT / "examples").glob("*.json")) == sorted(make_examples.EXAMPLES)
+
+
+def test_the_common_template_makes_a_consistent_workflow_for_a_new_family():
+    """What a new family's spec needs for its example: Example(file, "text_to_image", params)."""
+    wf = make_examples.text_to_image(
+        unet="new_model.safetensors", clip=("CLIPLoader", ["te.safetensors", "lumina2", "default"]),
+        vae="ae.safetensors", model_type="auto", settings=(0.06, 0.2, 2), steps=20, cfg=4.0,
+        prompt="a cat", negative="blurry", sampling=("ModelSamplingAuraFlow", [3.0]), note="new family")
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    for link_id, src, src_slot, dst, dst_slot, kind in wf["links"]:
+        assert nodes[src]["outputs"][src_slot]["type"] == kind == nodes[dst]["inputs"][dst_slot]["type"]
+    sampler = next(n for n in wf["nodes"] if n["type"] == "KSampler")
+    assert all(i["link"] for i in sampler["inputs"])
+    magcache = next(n for n in wf["nodes"] if n["type"] == "MagCache")
+    assert magcache["widgets_values"] == ["auto", 0.06, 0.2, 2, 0, -1]
+    zeroed = make_examples.text_to_image(
+        unet="u.safetensors", clip=("CLIPLoader", ["t.safetensors", "flux2", "default"]), vae="v.safetensors",
+        model_type="auto", settings=(0.06, 0.2, 2), steps=20, cfg=1.0, prompt="p", note="n", guidance=4.0)
+    assert {"FluxGuidance", "ConditioningZeroOut"} <= {n["type"] for n in zeroed["nodes"]}
