@@ -172,7 +172,7 @@ def run_tests(pytest_args: list[str]) -> int:
         python = venv_python(tree)
         version = version_of(tree)
         say(f"ComfyUI {version} at {tree}")
-        env = dict(os.environ, COMFYUI_PATH=str(tree), MAGCACHE_REQUIRE_COMFYUI="1")
+        env = dict(os.environ, COMFYUI_PATH=str(tree), MAGCACHE_REQUIRE_COMFYUI="1", PYTHONUNBUFFERED="1")
         t0 = time.monotonic()
         proc = subprocess.Popen([str(python), "-m", "pytest", "tests", "-q", "-rs", "--timeout=1800", *pytest_args], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
