@@ -192,3 +192,48 @@ def capture_log() -> list[str]:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     return messages
+
+
+def tiny_sd15():
+    """A tiny SD1.5 UNet (ComfyUI's own class): a model MagCache does not support."""
+    from comfy import model_patcher, supported_models
+
+    unet = dict(use_checkpoint=False, image_size=32, out_channels=4, use_spatial_transformer=True, legacy=False,
+                adm_in_channels=None, in_channels=4, model_channels=32, num_res_blocks=[1], transformer_depth=[0],
+                channel_mult=[1], transformer_depth_middle=0, use_linear_in_transformer=False, context_dim=32,
+                num_heads=2, num_head_channels=-1, transformer_depth_output=[0, 0])
+    config = supported_models.SD15(unet)
+    config.set_inference_dtype(torch.float32, None)
+    return model_patcher.ModelPatcher(config.get_model({}, device="cpu"), torch.device("cpu"), torch.device("cpu"))
+
+
+def keep_residual_refs(model) -> list:
+    """Weak references to every residual each sampling run of `model` held, taken as the run ends
+    (an outermost OUTER_SAMPLE wrapper), so a test can check they were all released."""
+    import weakref
+
+    from comfyui_magcache.model_patches import engine
+
+    refs: list = []
+
+    def probe(executor, *args, **kwargs):
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            run = executor.class_obj.model_options["transformer_options"].get(engine.RUN_KEY)
+            if run is not None:
+                refs.extend(weakref.ref(st.residual) for st in run.state.branches.values()
+                            if st.residual is not None)
+
+    model.add_wrapper_with_key("outer_sample", "zz_probe", probe)
+    return refs
+
+
+def census() -> tuple[int, int, int]:
+    """(live objects, live tensors, threads) after a collection."""
+    import gc
+    import threading
+
+    gc.collect()
+    objects = gc.get_objects()
+    return len(objects), sum(isinstance(o, torch.Tensor) for o in objects), threading.active_count()

@@ -49,3 +49,14 @@ def comfy():
     import comfyui_magcache.nodes as nodes
 
     return nodes
+
+
+@pytest.fixture
+def user_dir(comfy, tmp_path):
+    """ComfyUI's user directory (where profiles are saved) pointed at a temporary folder."""
+    import folder_paths
+
+    old = folder_paths.get_user_directory()
+    folder_paths.set_user_directory(str(tmp_path))
+    yield tmp_path
+    folder_paths.set_user_directory(old)

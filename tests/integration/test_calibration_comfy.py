@@ -10,16 +10,6 @@ from harness import TINY, conds, sample, tiny_model
 STEPS = 10
 
 
-@pytest.fixture
-def user_dir(comfy, tmp_path):
-    import folder_paths
-
-    old = folder_paths.get_user_directory()
-    folder_paths.set_user_directory(str(tmp_path))
-    yield tmp_path
-    folder_paths.set_user_directory(old)
-
-
 def capture_residuals(dm, first, last, image_tokens):
     """Independent of the pack: (cond_or_uncond, first block input, last block output image tokens)
     per model call, from hooks on the two blocks."""

@@ -42,7 +42,8 @@ def save_tiny(tiny, **overrides):
 def end_to_end_runs() -> dict:
     """example -> (tiny checkpoint, its maker, conditioning (tokens, dim, pooled), slow), for every
     example whose family names a fixture with a checkpoint ComfyUI's loader detects."""
-    from comfyui_magcache.model_patches import EXAMPLES as DECLARED, FIXTURES
+    from comfyui_magcache.model_patches import EXAMPLES as DECLARED
+    from comfyui_magcache.model_patches import FIXTURES
 
     runs = {}
     for name, (_, example) in DECLARED.items():

@@ -8,13 +8,12 @@ are distinct keys to ComfyUI, and the second device's model is a fresh one from 
 A ComfyUI without comfy.multigpu (v0.8.0) has no such node: these tests skip, saying so."""
 import gc
 import threading
-import weakref
 
 import pytest
 import torch
 from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, Schedule, get_preset, predict_skips
 from comfyui_magcache.magcache import state as state_module
-from harness import TINY, conds, sample, tiny_model
+from harness import TINY, census, conds, keep_residual_refs, sample, tiny_model
 
 NAME, PRESET, SETTINGS = "wan_t2v", "wan2.1_t2v_1.3B", (0.12, 0.2, 4)  # Wan 1.3B's recommended settings
 SHAPE = TINY[NAME].latent
@@ -328,27 +327,10 @@ def test_compile_model_with_the_split(nodes, steps, monkeypatch):
 
 
 def test_fifty_runs_hold_no_growing_state(nodes):
-    from comfyui_magcache.model_patches import engine
 
     pos, neg = conditioning("batched")
     patched = nodes.build(nodes.base(), ORDERS["magcache_then_split"])
-    residuals = []
-
-    def keep_weakrefs(executor, *args, **kwargs):
-        try:
-            return executor(*args, **kwargs)
-        finally:
-            run = executor.class_obj.model_options["transformer_options"].get(engine.RUN_KEY)
-            if run is not None:
-                residuals.extend(weakref.ref(st.residual) for st in run.state.branches.values()
-                                 if st.residual is not None)
-
-    patched.add_wrapper_with_key("outer_sample", "zz_probe", keep_weakrefs)
-
-    def census():
-        gc.collect()
-        objects = gc.get_objects()
-        return len(objects), sum(isinstance(o, torch.Tensor) for o in objects), threading.active_count()
+    residuals = keep_residual_refs(patched)
 
     counts = []
     for i in range(50):

@@ -3,12 +3,11 @@ sessions never break a generation. One test per case of the reliability issue.""
 import gc
 import logging
 import math
-import weakref
 
 import pytest
 import torch
 from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, MagCacheConfigError, get_preset, predict_skips
-from harness import TINY, conds, flux_conds, sample, tiny_model
+from harness import TINY, census, conds, flux_conds, keep_residual_refs, sample, tiny_model, tiny_sd15
 from test_families import CASES, observe, skipped
 
 WAN = CASES["wan_t2v"]
@@ -35,17 +34,9 @@ def wan_run(nodes, steps=12, sampler="euler", model=None, seed=0, **kw):
 
 # 1 -----------------------------------------------------------------------------------------------
 def test_case1_unknown_or_unsupported_model_is_a_clear_error(comfy):
-    from comfy import model_patcher, supported_models
     from comfyui_magcache.model_patches import UnsupportedModel
 
-    unet = dict(use_checkpoint=False, image_size=32, out_channels=4, use_spatial_transformer=True, legacy=False,
-                adm_in_channels=None, in_channels=4, model_channels=32, num_res_blocks=[1], transformer_depth=[0],
-                channel_mult=[1], transformer_depth_middle=0, use_linear_in_transformer=False, context_dim=32,
-                num_heads=2, num_head_channels=-1, transformer_depth_output=[0, 0])
-    config = supported_models.SD15(unet)
-    config.set_inference_dtype(torch.float32, None)
-    sd15 = model_patcher.ModelPatcher(config.get_model({}, device="cpu"), torch.device("cpu"),
-                                            torch.device("cpu"))
+    sd15 = tiny_sd15()
     for model_type in ("auto", "flux"):
         with pytest.raises(UnsupportedModel) as e:
             magcache(comfy, sd15, model_type)
@@ -260,35 +251,18 @@ def test_case8_with_lora_controlnet_and_skip_layer_guidance(comfy, extra):
 
 # 9 -----------------------------------------------------------------------------------------------
 def test_case9_many_runs_hold_no_growing_state(comfy):
-    from comfyui_magcache.model_patches import engine
 
     model = tiny_model("wan_t2v")
     patched = magcache(comfy, model, settings=(0.3, 0.1, 6))
     pos, neg = conds("wan_t2v")
-    residuals = []
-
-    def keep_weakrefs(executor, *args, **kwargs):  # outermost: sees each run's state before release
-        try:
-            return executor(*args, **kwargs)
-        finally:
-            run = executor.class_obj.model_options["transformer_options"].get(engine.RUN_KEY)
-            if run is not None:
-                residuals.extend(weakref.ref(st.residual) for st in run.state.branches.values()
-                                 if st.residual is not None)
-
-    patched.add_wrapper_with_key("outer_sample", "zz_probe", keep_weakrefs)
-
-    def census():
-        gc.collect()
-        objects = gc.get_objects()
-        return len(objects), sum(isinstance(o, torch.Tensor) for o in objects)
+    residuals = keep_residual_refs(patched)
 
     counts = []
     for i in range(200):
         sample(patched, pos, neg, seed=i, steps=4, latent_shape=TINY["wan_t2v"].latent)
         if i in (19, 199):
             counts.append(census())
-    (objs20, tensors20), (objs200, tensors200) = counts
+    (objs20, tensors20, _), (objs200, tensors200, _) = counts
     assert tensors200 <= tensors20, (tensors20, tensors200)
     assert objs200 - objs20 < 2000, (objs20, objs200)  # no per-run growth (180 runs)
     gc.collect()

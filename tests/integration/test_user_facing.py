@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT
-from harness import TINY, conds, sample, tiny_model
+from harness import TINY, conds, sample, tiny_model, tiny_sd15
 
 STEPS = 8
 LOCALES = ("zh", "ko", "ja")
@@ -37,16 +37,6 @@ def ui(comfy, monkeypatch):
     module.PromptServer = type("PromptServer", (), {"instance": srv})
     monkeypatch.setitem(sys.modules, "server", module)
     return srv.sent
-
-
-@pytest.fixture
-def user_dir(comfy, tmp_path):
-    import folder_paths
-
-    old = folder_paths.get_user_directory()
-    folder_paths.set_user_directory(str(tmp_path))
-    yield tmp_path
-    folder_paths.set_user_directory(old)
 
 
 def executing(node_id):
@@ -99,7 +89,7 @@ def test_thresh_zero_validates_the_other_inputs_first(comfy, ui):
     with pytest.raises(UnsupportedModel, match="model_type 'flux' does not match the loaded model"):
         comfy.MagCache.execute(wan, "flux", 0.0, 0.2, 3, 0, -1)
     with pytest.raises(UnsupportedModel, match="this is a UNet"):
-        comfy.MagCache.execute(sd15(), "auto", 0.0, 0.2, 3, 0, -1)
+        comfy.MagCache.execute(tiny_sd15(), "auto", 0.0, 0.2, 3, 0, -1)
     with executing("3"):
         out = comfy.MagCache.execute(wan, "auto", 0.0, 0.2, 3, 0, -1).result[0]
     assert out is wan  # valid settings with thresh 0: the model passes unchanged
@@ -155,16 +145,6 @@ def test_an_edited_profile_is_read_again(comfy, user_dir):
     assert comfy.MagCache.fingerprint_inputs(model_type="flux") == ""  # presets: cached as before
 
 
-def sd15():
-    from comfy import model_patcher, supported_models
-
-    unet = dict(use_checkpoint=False, image_size=32, out_channels=4, use_spatial_transformer=True, legacy=False,
-                adm_in_channels=None, in_channels=4, model_channels=32, num_res_blocks=[1], transformer_depth=[0],
-                channel_mult=[1], transformer_depth_middle=0, use_linear_in_transformer=False, context_dim=32,
-                num_heads=2, num_head_channels=-1, transformer_depth_output=[0, 0])
-    config = supported_models.SD15(unet)
-    config.set_inference_dtype(torch.float32, None)
-    return model_patcher.ModelPatcher(config.get_model({}, device="cpu"), torch.device("cpu"), torch.device("cpu"))
 
 
 def test_an_unsupported_model_error_says_why_in_a_short_first_line(comfy):
@@ -174,7 +154,7 @@ def test_an_unsupported_model_error_says_why_in_a_short_first_line(comfy):
                  lambda m: comfy.MagCacheCalibration.execute(m, "auto", "x"),
                  lambda m: comfy.CompileModel.execute(m, "default", "inductor", False, False)):
         with pytest.raises(UnsupportedModel) as e:
-            node(sd15())
+            node(tiny_sd15())
         first, *details = str(e.value).splitlines()
         assert first == ("MagCache cannot accelerate this model: this is a UNet; MagCache works on diffusion "
                          "transformers. Bypass the MagCache node for it.")
