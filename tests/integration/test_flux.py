@@ -181,9 +181,8 @@ def test_wrong_preset_and_unsupported_model_are_clear_errors(comfy):
 
     other = tiny_flux()
     other.add_object_patch("diffusion_model", Unknown())
-    with pytest.raises(UnsupportedModel, match=r"does not support this model \(.*Unknown\). Supported families: "
-                                               r"Flux \(comfy.ldm.flux.model.Flux: flux, flux_kontext, "
-                                               r"flux_kontext_28steps\)"):
+    with pytest.raises(UnsupportedModel, match=r"(?s)MagCache cannot accelerate this model: .*Unknown.*\n"
+                                               r"Supported families: .*Flux.*\nLoaded model class: .*Unknown"):
         magcache(comfy, other, "auto")
 
 
