@@ -66,10 +66,11 @@ def _class_path(cls) -> str:
 
 def spec_for_model(diffusion_model, specs=None) -> Optional[FamilySpec]:
     """The family of a diffusion model, by its exact class: subclasses (Wan S2V, Chroma Radiance, ...)
-    may run other code between blocks, so they are not assumed to work."""
+    may run other code between blocks, so they are not assumed to work. Where one class holds several
+    families (Flux.1 / Flux.2), each spec's `accepts` says which instances are its own."""
     specs = available_specs() if specs is None else specs
     name = _class_path(type(diffusion_model))
-    return next((s for s in specs if name in s.model_classes), None)
+    return next((s for s in specs if name in s.model_classes and s.takes(diffusion_model)), None)
 
 
 def unsupported_reason(diffusion_model, specs=None) -> str:
