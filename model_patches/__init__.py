@@ -32,7 +32,9 @@ ORIGINAL_MODEL_TYPES = (
 # Our presets after them, in the data file's order (new tables are appended there).
 ADDED_MODEL_TYPES = tuple(p for p in builtin_presets() if p not in ORIGINAL_MODEL_TYPES
                           and any(p in spec.presets for spec in ALL_SPECS))
-MODEL_TYPES = ("auto",) + ORIGINAL_MODEL_TYPES + ADDED_MODEL_TYPES
+# 'auto' on a family without a table self-calibrates; 'auto_calibrate' asks for that on any family.
+AUTO_CALIBRATE = "auto_calibrate"
+MODEL_TYPES = ("auto",) + ORIGINAL_MODEL_TYPES + ADDED_MODEL_TYPES + (AUTO_CALIBRATE,)
 
 
 class UnsupportedModel(ValueError):
@@ -102,18 +104,19 @@ def resolve(model_type: str, diffusion_model, specs=None) -> tuple[FamilySpec, O
     name = _class_path(type(diffusion_model))
     if found is None:
         raise UnsupportedModel(unsupported_message(diffusion_model, specs))
-    if model_type == "auto":
+    if model_type in ("auto", AUTO_CALIBRATE):
         return found, None
     if model_type not in found.presets:
         if model_type not in builtin_presets() and not any(model_type in s.presets for s in ALL_SPECS):
             problem = f"unknown model_type {show(model_type)}"
         else:
             problem = f"model_type {show(model_type)} does not match the loaded model ({name})"
-        raise UnsupportedModel(f"MagCache: {problem}; for this model use 'auto' or one of: "
-                               f"{', '.join(found.presets)}")
+        raise UnsupportedModel(f"MagCache: {problem}; for this model use 'auto', '{AUTO_CALIBRATE}'"
+                               + (f" or one of: {', '.join(found.presets)}" if found.presets
+                                  else f" ({found.name} has no published table: 'auto' calibrates it on its first run)"))
     return found, model_type
 
 
-__all__ = ["ADDED_MODEL_TYPES", "ALL_SPECS", "FIXTURES", "MODEL_TYPES", "ORIGINAL_MODEL_TYPES", "BlockGroup",
+__all__ = ["ADDED_MODEL_TYPES", "AUTO_CALIBRATE", "ALL_SPECS", "FIXTURES", "MODEL_TYPES", "ORIGINAL_MODEL_TYPES", "BlockGroup",
            "FamilySpec", "Fixture", "UnsupportedModel", "available_specs", "resolve", "spec_for_model",
            "unsupported_message"]
