@@ -111,9 +111,10 @@ def resolve(model_type: str, diffusion_model, specs=None) -> tuple[FamilySpec, O
             problem = f"unknown model_type {show(model_type)}"
         else:
             problem = f"model_type {show(model_type)} does not match the loaded model ({name})"
-        raise UnsupportedModel(f"MagCache: {problem}; for this model use 'auto', '{AUTO_CALIBRATE}'"
-                               + (f" or one of: {', '.join(found.presets)}" if found.presets
-                                  else f" ({found.name} has no published table: 'auto' calibrates it on its first run)"))
+        choices = (f"'auto' or one of: {', '.join(found.presets)} ('{AUTO_CALIBRATE}' measures this model itself)"
+                   if found.presets else
+                   f"'auto' ({found.name} has no published table: 'auto' calibrates it on its first run)")
+        raise UnsupportedModel(f"MagCache: {problem}; for this model use {choices}")
     return found, model_type
 
 
