@@ -15,6 +15,7 @@ def is_flux2(model) -> bool:
 
 # Tiny Flux.2 of ComfyUI's class (sizes ours): the keys model_detection gives a Flux.2 checkpoint
 # (axes 4 x 8 over 2 heads of 32, patch 1, 128 latent channels, no vector input, no biases).
+# ComfyUI 0.8.0's model_base.Flux reads pooled_output even without a vector input: the conds carry one.
 TINY = dict(image_model="flux2", in_channels=128, out_channels=128, vec_in_dim=None, context_in_dim=64,
             hidden_size=64, mlp_ratio=3.0, num_heads=2, depth=2, depth_single_blocks=2, axes_dim=[8, 8, 8, 8],
             theta=2000, patch_size=1, qkv_bias=False, guidance_embed=True, txt_ids_dims=[3],
@@ -29,5 +30,5 @@ SPEC = FamilySpec(
     retention_round_half_up=FLUX1.retention_round_half_up,
     accepts=is_flux2,
     fixtures=(Fixture("flux2", "Flux2", TINY, (1, 128, 8, 8), None, "img_in", "final_layer", guidance=3.5,
-                      settings=(0.24, 0.2, 3)),),
+                      pooled_dim=32, settings=(0.24, 0.2, 3), text_pad=512),),
 )

@@ -58,6 +58,8 @@ class Fixture:
         input on every model call, for models where it is no single module's output (Lumina 2: the
         caption refiner's output and the noise refiner's, concatenated). Replaces embed/tokens.
     settings: (thresh, retention, K) the tests use for a family without a table: ours, not published.
+    text_pad: model_base pads the text to at least this many tokens (Flux.2: 512), so a negative prompt
+        that must not batch with the positive needs more.
     """
 
     name: str
@@ -77,6 +79,7 @@ class Fixture:
     slow: bool = False
     head_input: Optional[Callable] = None
     settings: Optional[tuple] = None
+    text_pad: int = 0
 
 
 HOOKS = ("patches_replace", "block_swap")
