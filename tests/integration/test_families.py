@@ -68,12 +68,13 @@ def magcache(nodes, model, model_type, settings, start_step=0):
     return nodes.MagCache.execute(model, model_type, thresh, retention, K, start_step, -1).result[0]
 
 
-def expected(case, settings, branches, table=None):
+def expected(case, settings, branches, table=None, batched=True):
     """The rule's skip set: on the preset 'auto' picks, or on `table` (a self-calibrated profile)."""
     thresh, retention, K = settings
     cfg = MagCacheConfig(thresh=thresh, retention_ratio=retention, K=K)
     table = table if table is not None else get_preset(case.preset)
-    return predict_skips(cfg, table.tables(STEPS), STEPS, branches=branches, round_half_up=case.round_half_up)
+    return predict_skips(cfg, table.tables(STEPS), STEPS, branches=branches, batched=batched,
+                         round_half_up=case.round_half_up)
 
 
 def self_calibrate(comfy, case, model, pos, neg, user_dir, **kw):
@@ -238,4 +239,10 @@ def test_batched_and_separate_cfg_calls_give_the_same_decisions(comfy, case, use
         assert layouts == ({(1, 0)} if layout == "batched" else {(0,), (1,)})
         observed[layout] = {b: skipped(calls, b) for b in (COND, UNCOND)}
     want = expected(case, settings, (COND, UNCOND), table)
-    assert observed["batched"] == observed["separate"] == want
+    assert observed["batched"] == want
+    if case.self_calibrated:
+        # measured ratios of a tiny random model differ per branch (the published tables barely do), so
+        # separate calls, each deciding alone, follow the rule per branch, not the joint decision
+        assert observed["separate"] == expected(case, settings, (COND, UNCOND), table, batched=False)
+    else:
+        assert observed["separate"] == want
