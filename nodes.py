@@ -13,9 +13,19 @@ from .magcache.config import END_STEP_RANGE, K_RANGE, RETENTION_RANGE, START_STE
 from .magcache.plot import plot_calibration
 from .magcache.profiles import ProfileError, check_name, fingerprint, profile_path
 from .magcache.text import clip, show
-from .model_patches import MODEL_TYPES, UnsupportedModel, available_specs, engine, node_text, resolve, spec_for_model
+from .model_patches import (
+    AUTO_CALIBRATE,
+    MODEL_TYPES,
+    UnsupportedModel,
+    available_specs,
+    engine,
+    node_text,
+    resolve,
+    spec_for_model,
+)
 from .model_patches.calibrate import profile_writer
 from .model_patches.compile import BACKENDS, MODES, apply_compile, compile_kwargs
+from .model_patches.selfcal import SelfCalibration
 
 log = logging.getLogger("MagCache")
 
@@ -78,7 +88,11 @@ class MagCache(io.ComfyNode):
                                        "and I2V resolution, HunyuanVideo version); "
                                        "Wan2.2 A14B experts need wan2.2_t2v_14B / wan2.2_i2v_14B; "
                                        "'profile:...' are your saved calibrations. A table for another family "
-                                       "than the loaded model is an error."),
+                                       "than the loaded model is an error. Flux.2 and Lumina 2 / Z-Image have no "
+                                       "published table: 'auto' computes every step of their first run, saves "
+                                       "the measured ratios as a profile of that model, sampler and scheduler "
+                                       "and uses it from the next run on; 'auto_calibrate' does the same on any "
+                                       "model (fine-tunes, merges, distillations)."),
                 *settings_inputs(),
                 io.Int.Input("start_step", default=0, min=START_STEP_RANGE[0], max=START_STEP_RANGE[1],
                              tooltip="First step on which skipping is allowed."),
@@ -125,10 +139,13 @@ class MagCache(io.ComfyNode):
                                    f"the loaded model is {spec.name}; pick a profile of {spec.name} or a preset")
         else:
             spec, preset = resolve(model_type, diffusion_model(model))
+        self_calibrate = None
+        if ratios is None and (model_type == AUTO_CALIBRATE or (model_type == "auto" and not spec.presets)):
+            self_calibrate = SelfCalibration(profiles_dir(), forced=model_type == AUTO_CALIBRATE)
         if config.thresh == 0:
             node_text.show("MagCache: off (magcache_thresh is 0); the model is passed on unchanged")
             return io.NodeOutput(model)
-        return io.NodeOutput(engine.apply(model, spec, config, preset))
+        return io.NodeOutput(engine.apply(model, spec, config, preset, self_calibrate=self_calibrate))
 
 
 class MagCacheCalibration(io.ComfyNode):

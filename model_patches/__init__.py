@@ -34,7 +34,9 @@ ORIGINAL_MODEL_TYPES = (
 # Our presets after them, in the data file's order (new tables are appended there).
 ADDED_MODEL_TYPES = tuple(p for p in builtin_presets() if p not in ORIGINAL_MODEL_TYPES
                           and any(p in spec.presets for spec in ALL_SPECS))
-MODEL_TYPES = ("auto",) + ORIGINAL_MODEL_TYPES + ADDED_MODEL_TYPES
+# 'auto' on a family without a table self-calibrates; 'auto_calibrate' asks for that on any family.
+AUTO_CALIBRATE = "auto_calibrate"
+MODEL_TYPES = ("auto",) + ORIGINAL_MODEL_TYPES + ADDED_MODEL_TYPES + (AUTO_CALIBRATE,)
 
 
 class UnsupportedModel(ValueError):
@@ -68,10 +70,11 @@ def _class_path(cls) -> str:
 
 def spec_for_model(diffusion_model, specs=None) -> Optional[FamilySpec]:
     """The family of a diffusion model, by its exact class: subclasses (Wan S2V, Chroma Radiance, ...)
-    may run other code between blocks, so they are not assumed to work."""
+    may run other code between blocks, so they are not assumed to work. Where one class holds several
+    families (Flux.1 / Flux.2), each spec's `accepts` says which instances are its own."""
     specs = available_specs() if specs is None else specs
     name = _class_path(type(diffusion_model))
-    return next((s for s in specs if name in s.model_classes), None)
+    return next((s for s in specs if name in s.model_classes and s.takes(diffusion_model)), None)
 
 
 def unsupported_reason(diffusion_model, specs=None) -> str:
@@ -103,18 +106,21 @@ def resolve(model_type: str, diffusion_model, specs=None) -> tuple[FamilySpec, O
     name = _class_path(type(diffusion_model))
     if found is None:
         raise UnsupportedModel(unsupported_message(diffusion_model, specs))
-    if model_type == "auto":
+    if model_type in ("auto", AUTO_CALIBRATE):
         return found, None
     if model_type not in found.presets:
         if model_type not in builtin_presets() and not any(model_type in s.presets for s in ALL_SPECS):
             problem = f"unknown model_type {show(model_type)}"
         else:
             problem = f"model_type {show(model_type)} does not match the loaded model ({name})"
-        raise UnsupportedModel(f"MagCache: {problem}; for this model use 'auto' or one of: "
-                               f"{', '.join(found.presets)}")
+        choices = (f"'auto' or one of: {', '.join(found.presets)} ('{AUTO_CALIBRATE}' measures this model itself)"
+                   if found.presets else
+                   f"'auto' ({found.name} has no published table: 'auto' calibrates it on its first run)")
+        raise UnsupportedModel(f"MagCache: {problem}; for this model use {choices}")
     return found, model_type
 
 
-__all__ = ["ADDED_MODEL_TYPES", "ALL_SPECS", "EXAMPLES", "FIXTURES", "Example", "MODEL_TYPES", "ORIGINAL_MODEL_TYPES", "BlockGroup",
+__all__ = ["ADDED_MODEL_TYPES", "AUTO_CALIBRATE", "ALL_SPECS", "EXAMPLES", "FIXTURES", "Example", "MODEL_TYPES",
+           "ORIGINAL_MODEL_TYPES", "BlockGroup",
            "FamilySpec", "Fixture", "UnsupportedModel", "available_specs", "resolve", "spec_for_model",
            "unsupported_message"]

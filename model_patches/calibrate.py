@@ -41,21 +41,30 @@ def scheduler_name(model_sampling, sigmas) -> str:
     return "custom"
 
 
-def profile_writer(spec: FamilySpec, reference: Optional[str], directory: str, name: str):
+def profile_writer(spec: FamilySpec, reference: Optional[str], directory: str, name: str,
+                   extra: Optional[dict] = None):
     """The calibration handle's on_result: saves profile `name` in `directory` and its plot beside it;
-    returns what the node shows. A failed save raises (the engine reports it on the node)."""
+    returns what the node shows. A failed save raises (the engine reports it on the node).
+    extra: further metadata; with "self_calibration" the message says the run was a self-calibration."""
 
     def on_result(result, run_info) -> dict:
-        table = run_info.get("preset") or reference or spec.presets[0]
+        table = run_info.get("preset") or reference or (spec.presets[0] if spec.presets else None)
         meta = {"family": spec.name, "model_class": spec.model_classes[0],
                 "reference": table if isinstance(table, str) else None,
                 "sampler": run_info.get("sampler"),
                 "scheduler": scheduler_name(run_info["model_sampling"], run_info["sigmas"]),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "comfyui_version": comfyui_version()}
+                "comfyui_version": comfyui_version(), **(extra or {})}
         path = save_profile(directory, name, result, meta)
-        message = (f"MagCache calibration: saved profile '{name}' ({result.steps} steps, "
-                   f"{'CFG' if result.cfg else 'no CFG'}) to {path}")
+        shape = f"{result.steps} steps, {'CFG' if result.cfg else 'no CFG'}"
+        if extra and "self_calibration" in extra:
+            why = ("model_type auto_calibrate" if extra["self_calibration"].get("forced")
+                   else f"{spec.name} has no published table")
+            message = (f"MagCache: self-calibration ({why}): no profile for this model with {meta['sampler']} / "
+                       f"{meta['scheduler']} yet, so every step was computed (nothing skipped) and the ratios "
+                       f"were saved as profile '{name}' ({shape}) to {path}; the next runs use it")
+        else:
+            message = f"MagCache calibration: saved profile '{name}' ({shape}) to {path}"
         log.info(message)
         reference_table = get_preset(meta["reference"]) if meta["reference"] else None
         config = MagCacheConfig(*reference_table.recommended) if reference_table else MagCacheConfig()

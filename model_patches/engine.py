@@ -29,7 +29,8 @@ import torch
 
 from ..magcache import COND, Calibration, CalibrationResult, MagCacheConfig, Preset, RunState, get_preset
 from ..magcache.text import clip
-from . import node_text
+from . import node_text, selfcal
+from .selfcal import MEASURING, Plan, SelfCalibration
 from .spec import BlockGroup, FamilySpec
 
 log = logging.getLogger("MagCache")
@@ -68,12 +69,15 @@ class Settings:
 
     preset: a preset name, a Preset (a profile), a CalibrationHandle (a calibration wired in), or
     None for 'auto' (the spec picks per call). calibrate: set by the calibration node: every step
-    is computed and the residuals are recorded into this handle."""
+    is computed and the residuals are recorded into this handle. self_calibrate: 'auto' on a family
+    without tables, or 'auto_calibrate': each run uses this model's saved profile for its shape, or
+    measures and saves it (selfcal.plan, once per run)."""
 
     spec: FamilySpec
     config: MagCacheConfig
     preset: object = None
     calibrate: Optional[CalibrationHandle] = None
+    self_calibrate: Optional[SelfCalibration] = None
 
     def __deepcopy__(self, memo):
         return self
@@ -99,14 +103,20 @@ class Run:
     """One sampling run: the core state, shared by every model call of the run (also by calls
     running at the same time in other threads: state, calibration and tables change under `lock`)."""
 
-    def __init__(self, settings: Settings, model_sigmas=None):
+    def __init__(self, settings: Settings, model_sigmas=None, plan: Optional[Plan] = None):
         self.settings = settings
-        self.state = RunState(settings.config, settings.spec.retention_round_half_up, model_sigmas)
+        self.plan = plan
+        config, self.handle = settings.config, settings.calibrate
+        self.preset = settings.preset  # fixed for the run; None: 'auto'
+        if plan is not None and plan.preset is not None:  # self-calibration: this model's saved profile
+            self.preset = plan.preset
+        elif plan is not None:  # self-calibration: this run measures (every step computed)
+            config, self.handle = MagCacheConfig(thresh=0.0), plan.handle
+        self.state = RunState(config, settings.spec.retention_round_half_up, model_sigmas)
         self.lock = threading.Lock()  # taken twice per model call (head, tail), never per block
         self.auto_variant: Optional[str] = None
         self.last_preset = None  # the table the last model call read
-        self.calibration = Calibration() if settings.calibrate is not None else None
-        self.preset = settings.preset  # fixed for the run; None: 'auto'
+        self.calibration = Calibration() if self.handle is not None else None
         if isinstance(self.preset, CalibrationHandle):
             handle = self.preset
             self.preset = handle.result.preset("calibration") if handle.result is not None else None
@@ -277,12 +287,14 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
             bound = kwargs
         preset = settings.spec.auto_preset(getattr(executor, "class_obj", None),
                                            lambda name: bound.get(name, kwargs.get(name)))
+        if preset is None:  # a family without tables: only ever measured (self-calibration, calibration node)
+            preset = MEASURING
         # A variant seen once holds for the whole run: Kontext's reference latents may sit on the
         # positive only, and its uncond calls must still read the Kontext table. (With a step's calls
         # in parallel threads, an uncond call of the first step may start before the cond call sets
         # it: harmless, a branch's first call never skips, having no residual, and its accumulators
         # restart after it, so the table it read does not count.)
-        if preset != settings.spec.presets[0]:
+        if preset != (settings.spec.presets[0] if settings.spec.presets else MEASURING):
             run.auto_variant = preset
         preset = run.auto_variant or preset
     run.last_preset = preset
@@ -304,7 +316,17 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     sampling = guider.model_patcher.get_model_object("model_sampling")
     model_sigmas = getattr(sampling, "sigmas", None)
-    run = Run(settings, model_sigmas.tolist() if model_sigmas is not None else None)  # once per run
+    plan, failure = None, None
+    if settings.self_calibrate is not None and settings.calibrate is None:
+        try:  # once per run: this model's profile for this run's shape, or a handle that measures it
+            plan = selfcal.plan(settings.spec, settings.self_calibrate, guider, args, kwargs, sampling)
+        except Exception as e:  # never lose the generation to it: caching off for the run, said once
+            log.exception("MagCache: self-calibration could not start")
+            plan = Plan("", preset=MEASURING)
+            failure = f"self-calibration could not start: {clip(str(e).splitlines()[0] if str(e) else type(e).__name__, 200)}"
+    run = Run(settings, model_sigmas.tolist() if model_sigmas is not None else None, plan)  # once per run
+    if failure is not None:
+        run.state.disable(failure)
     guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
     guider.model_options["transformer_options"][RUN_KEY] = run
     try:
@@ -336,11 +358,8 @@ def finish_calibration(run: Run, model_sampling, args, kwargs) -> str:
         if result is None:
             log.warning("MagCache calibration: nothing was recorded in this run")
             return "MagCache calibration: nothing was recorded in this run, no profile was saved"
-        sampler = args[2] if len(args) > 2 else kwargs.get("sampler")
-        fn = getattr(sampler, "sampler_function", None)
-        name = getattr(fn, "__name__", type(sampler).__name__)
-        handle = run.settings.calibrate
-        handle.finish(result, {"sampler": name.removeprefix("sample_"), "sigmas": sched.sigmas,
+        handle = run.handle
+        handle.finish(result, {"sampler": selfcal.sampler_name(args, kwargs), "sigmas": sched.sigmas,
                                "preset": run.last_preset, "model_sampling": model_sampling})
         return handle.info.get("message") or f"MagCache calibration: measured {result.steps} steps"
     except Exception as e:
@@ -417,7 +436,8 @@ def swapped_lists(spec: FamilySpec, diffusion_model) -> dict:
             for attr, cached in out.items()}
 
 
-def apply(model, spec: FamilySpec, config: MagCacheConfig, preset=None, calibrate: Optional[CalibrationHandle] = None):
+def apply(model, spec: FamilySpec, config: MagCacheConfig, preset=None, calibrate: Optional[CalibrationHandle] = None,
+          self_calibrate: Optional[SelfCalibration] = None):
     """Return a clone of the ModelPatcher `model` with MagCache hooked in; `model` is not touched."""
     from comfy.patcher_extension import WrappersMP
 
@@ -435,7 +455,7 @@ def apply(model, spec: FamilySpec, config: MagCacheConfig, preset=None, calibrat
         current = getattr(unwrap(dm), attr)
         if not isinstance(current, SkippedCallsSeeEmpty):
             model.add_object_patch(f"{prefix}.{attr}", SkippedCallsSeeEmpty(current))
-    model.model_options["transformer_options"][SETTINGS_KEY] = Settings(spec, config, preset, calibrate)
+    model.model_options["transformer_options"][SETTINGS_KEY] = Settings(spec, config, preset, calibrate, self_calibrate)
     for kind, fn in ((WrappersMP.OUTER_SAMPLE, outer_sample_wrapper),
                      (WrappersMP.DIFFUSION_MODEL, diffusion_model_wrapper)):
         model.remove_wrappers_with_key(kind, WRAPPER_KEY)

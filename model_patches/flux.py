@@ -5,7 +5,8 @@ they are part of the cached hidden state, as in the original); single blocks car
 first, then image tokens.
 
 'auto': a run with reference latents is Kontext, whose tables exist for 20 steps (the original
-pack's) and 28 steps (the authors' script); the one calibrated nearer to the run's step count."""
+pack's) and 28 steps (the authors' script); the one calibrated nearer to the run's step count.
+Flux.2 shares the class (params.global_modulation): it is its own family (flux2.py), refused here."""
 from .spec import BlockGroup, Example, FamilySpec, Fixture, nearest_steps, steps_of
 
 KONTEXT = ("flux_kontext", "flux_kontext_28steps")
@@ -41,6 +42,7 @@ SPEC = FamilySpec(
     presets=("flux", "flux_kontext", "flux_kontext_28steps"),
     variant=variant,
     retention_round_half_up=True,
+    accepts=lambda model: not getattr(getattr(model, "params", None), "global_modulation", False),  # not Flux.2
     fixtures=(Fixture(
         "flux", "Flux", TINY, (1, 16, 16, 16), "flux", "img_in", "final_layer", pooled_dim=32, guidance=3.5,
         bench=dict(unet=dict(MID, vec_in_dim=256), latent=(1, 16, 64, 64), patch=(2, 2), hidden=512, cfg=1.0,

@@ -47,20 +47,26 @@ class Fixture:
     unet_config: its (tiny) config; bench: overrides for the benchmark's mid-size model;
         checkpoint: overrides that make a state dict ComfyUI's loader detects (server test), or None.
     latent: the latent shape sampled.
-    preset: the table 'auto' must pick for it.
+    preset: the table 'auto' must pick for it; None for a family without tables (self-calibration).
     embed, final: the module whose output is the head's input, and the one whose first input is the
         hidden state after the blocks (tests check skipped output = head input + residual there).
     tokens: how the embed output becomes the head's token layout (Wan: [B, C, T, H, W] -> [B, THW, C]).
     text_dim / pooled_dim / guidance: what the conditioning carries (pooled_output when pooled_dim).
     extras: (latent shape, torch.Generator) -> further conditioning keys (I2V images, VACE frames).
     slow: its loadable checkpoint is large (0.5B+): the server run is a slow test.
+    head_input: optional; (diffusion model, put) -> hook handles that call put(tensor) with the head's
+        input on every model call, for models where it is no single module's output (Lumina 2: the
+        caption refiner's output and the noise refiner's, concatenated). Replaces embed/tokens.
+    settings: (thresh, retention, K) the tests use for a family without a table: ours, not published.
+    text_pad: model_base pads the text to at least this many tokens (Flux.2: 512), so a negative prompt
+        that must not batch with the positive needs more.
     """
 
     name: str
     comfy_config: str
     unet_config: Mapping[str, Any]
     latent: tuple[int, ...]
-    preset: str
+    preset: Optional[str]
     embed: str
     final: str
     text_dim: int = 64
@@ -71,6 +77,9 @@ class Fixture:
     bench: Mapping[str, Any] = field(default_factory=dict)
     checkpoint: Optional[Mapping[str, Any]] = None
     slow: bool = False
+    head_input: Optional[Callable] = None
+    settings: Optional[tuple] = None
+    text_pad: int = 0
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,10 @@ class FamilySpec:
         block(hidden_state, *args, **kwargs) -> hidden_state.
     fixtures: tiny instances for the tests and the benchmark (every generic test runs on each).
     examples: the example workflows shipped for the family.
+    accepts: optional; diffusion model -> whether this family takes that instance of its class. For
+        classes that hold several families (ComfyUI loads Flux.1 and Flux.2 into one Flux class): a
+        family that refuses a model is never matched to it, so its tables are never read on it.
+    presets may be empty: a family without a published table ('auto' then self-calibrates).
     """
 
     name: str
@@ -124,6 +137,7 @@ class FamilySpec:
     hook: str = "patches_replace"
     fixtures: tuple[Fixture, ...] = ()
     examples: tuple[Example, ...] = ()
+    accepts: Optional[Callable[[Any], bool]] = None
 
     def __post_init__(self):
         if self.hook not in HOOKS:
@@ -131,6 +145,14 @@ class FamilySpec:
 
     def __deepcopy__(self, memo):  # immutable; ComfyUI deep-copies model_options at every clone
         return self
+
+    def takes(self, diffusion_model) -> bool:
+        """Whether this family takes this model instance (its class matched already)."""
+        return self.accepts is None or bool(self.accepts(diffusion_model))
+
+    @property
+    def has_tables(self) -> bool:
+        return bool(self.presets)
 
     def blocks(self, diffusion_model) -> list[tuple[BlockGroup, int]]:
         """Every (group, index) block this model instance runs, in execution order."""
@@ -140,8 +162,11 @@ class FamilySpec:
             out += [(g, i) for i in range(len(getattr(diffusion_model, g.attr))) if i not in never]
         return out
 
-    def auto_preset(self, diffusion_model, arg: ArgGetter) -> str:
-        return self.variant(diffusion_model, arg) if self.variant is not None else self.presets[0]
+    def auto_preset(self, diffusion_model, arg: ArgGetter) -> Optional[str]:
+        """The table 'auto' reads; None for a family without tables (it self-calibrates)."""
+        if self.variant is not None:
+            return self.variant(diffusion_model, arg)
+        return self.presets[0] if self.presets else None
 
 
 def steps_of(arg: ArgGetter) -> int:

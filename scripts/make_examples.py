@@ -29,6 +29,7 @@ TYPES = {
     "ConditioningZeroOut": ([("conditioning", "CONDITIONING")], [("CONDITIONING", "CONDITIONING")]),
     "ReferenceLatent": ([("conditioning", "CONDITIONING"), ("latent", "LATENT")], [("CONDITIONING", "CONDITIONING")]),
     "EmptySD3LatentImage": ([], [("LATENT", "LATENT")]),
+    "EmptyFlux2LatentImage": ([], [("LATENT", "LATENT")]),
     "LoadImage": ([], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
     "FluxKontextImageScale": ([("image", "IMAGE")], [("IMAGE", "IMAGE")]),
     "VAEEncode": ([("pixels", "IMAGE"), ("vae", "VAE")], [("LATENT", "LATENT")]),

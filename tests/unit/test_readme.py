@@ -3,7 +3,10 @@ the registry without its README row fails here, and so does a row for one that n
 import re
 from pathlib import Path
 
+from comfyui_magcache.magcache import builtin_presets
 from comfyui_magcache.model_patches import ALL_SPECS, MODEL_TYPES
+
+TABLES = set(builtin_presets())  # the presets: model_type choices that are a ratio table
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 
@@ -16,7 +19,8 @@ def section(title: str) -> str:
 
 def presets_named(text: str) -> set[str]:
     names = set(re.findall(r"`([A-Za-z0-9_.]+)`", text))
-    return {n for n in names if n != "auto" and (n in MODEL_TYPES or re.fullmatch(r"(flux|chroma|qwen|hunyuan|wan)[A-Za-z0-9_.]*", n))}
+    family_like = re.compile(r"(flux|chroma|qwen|hunyuan|wan)[A-Za-z0-9_.]*")  # a table name, maybe a stale one
+    return {n for n in names if n in TABLES or (n not in MODEL_TYPES and family_like.fullmatch(n))}
 
 
 def test_every_family_and_preset_has_its_row_in_the_support_matrix():
@@ -25,8 +29,7 @@ def test_every_family_and_preset_has_its_row_in_the_support_matrix():
         for cls in spec.model_classes:
             short = cls.rsplit(".", 1)[1]
             assert cls in matrix or f"`{short}`" in matrix, f"{spec.name}: no README row names {cls}"
-    presets = set(MODEL_TYPES) - {"auto"}
-    assert presets_named(matrix) == presets
+    assert presets_named(matrix) == TABLES
 
 
 def test_every_preset_names_its_source():
@@ -36,4 +39,4 @@ def test_every_preset_names_its_source():
     for row in rows:
         first = row.split("|")[1]
         named |= set(re.findall(r"`([A-Za-z0-9_.]+)`", first))
-    assert named == set(MODEL_TYPES) - {"auto"}
+    assert named == TABLES

@@ -97,7 +97,8 @@ def test_every_preset_of_every_family_has_a_table_and_original_choices_stay():
 
     named = [p for spec in ALL_SPECS for p in spec.presets]
     assert sorted(named) == sorted(builtin_presets())  # each table belongs to one family; no preset lacks one
-    assert set(builtin_presets()) == set(MODEL_TYPES) - {"auto"} and len(MODEL_TYPES) == len(set(MODEL_TYPES))
+    assert set(builtin_presets()) == set(MODEL_TYPES) - {"auto", "auto_calibrate"}
+    assert len(MODEL_TYPES) == len(set(MODEL_TYPES)) and MODEL_TYPES[-1] == "auto_calibrate"  # appended
     # the original pack's model_type combo, in its order (saved workflows store these strings); then
     # ours, new ones appended after the earlier ones
     original = ("flux", "flux_kontext", "chroma", "qwen_image", "hunyuan_video", "hunyuan_video1.5",
@@ -199,3 +200,39 @@ def test_hunyuan_auto_takes_the_table_nearest_in_size(hw, want):
 
     model = types.SimpleNamespace(cond_type_embedding=None)
     assert hunyuan_video.SPEC.auto_preset(model, {"x": torch.zeros(1, 16, 33, *hw)}.get) == want
+
+
+def test_one_class_two_families_each_spec_takes_only_its_own_instances():
+    """Flux.1 and Flux.2 share comfy.ldm.flux.model.Flux: Flux.2 (params.global_modulation) is never
+    matched to Flux.1's spec, so 'auto' never reads a Flux.1 table on it."""
+    import types
+
+    from comfyui_magcache.model_patches import flux, flux2, spec_for_model
+
+    class Flux:  # stands in for comfy.ldm.flux.model.Flux (matched by qualified name)
+        def __init__(self, global_modulation):
+            self.params = types.SimpleNamespace(global_modulation=global_modulation)
+
+    Flux.__module__, Flux.__qualname__ = "comfy.ldm.flux.model", "Flux"
+    specs = (flux.SPEC, flux2.SPEC)
+    assert spec_for_model(Flux(False), specs) is flux.SPEC
+    assert spec_for_model(Flux(True), specs) is flux2.SPEC
+    assert spec_for_model(Flux(True), (flux.SPEC,)) is None  # Flux.1's spec alone refuses it
+    assert flux2.SPEC.presets == () and flux2.SPEC.auto_preset(Flux(True), lambda n: None) is None
+    with pytest.raises(UnsupportedModel, match=r"use 'auto' \(Flux.2 has no published table"):
+        resolve("flux", Flux(True), specs)
+    assert resolve("auto_calibrate", Flux(False), specs) == (flux.SPEC, None)
+
+
+def test_self_calibration_profile_names_are_valid_and_distinct():
+    from comfyui_magcache.magcache.profiles import check_name
+    from comfyui_magcache.model_patches import lumina2
+    from comfyui_magcache.model_patches.selfcal import profile_name
+
+    a = profile_name(lumina2.SPEC, "0123456789ab", "euler", "simple", True)
+    assert a == "auto Lumina-2-Z-Image 0123456789ab euler simple cfg" and check_name(a) == a
+    names = {profile_name(lumina2.SPEC, "0123456789ab", s, c, g)
+             for s in ("euler", "heun") for c in ("simple", "karras") for g in (True, False)}
+    assert len(names) == 8
+    long = profile_name(lumina2.SPEC, "0123456789ab", "x" * 70, "simple", True)
+    assert len(long) <= 80 and check_name(long) == long

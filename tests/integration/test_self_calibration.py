@@ -1,0 +1,145 @@
+"""Self-calibration on real ComfyUI (tiny Lumina 2, Flux.2 and Flux, CPU): 'auto' on a family without a
+published table, and model_type 'auto_calibrate' on one with tables."""
+import json
+import logging
+
+import pytest
+import torch
+from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, load_profile, predict_skips
+from harness import TINY, conds, sample, tiny_model
+from test_families import CASES, observe, skipped
+
+STEPS = 12
+SETTINGS = (0.24, 0.2, 3)  # ours (no published setting exists for these families)
+
+
+@pytest.fixture
+def user_dir(comfy, tmp_path):
+    import folder_paths
+
+    old = folder_paths.get_user_directory()
+    folder_paths.set_user_directory(str(tmp_path))
+    yield tmp_path
+    folder_paths.set_user_directory(old)
+
+
+def profiles(user_dir):
+    d = user_dir / "magcache"
+    return sorted(d.glob("*.json")) if d.is_dir() else []
+
+
+def magcache(comfy, model, model_type="auto", settings=SETTINGS):
+    return comfy.MagCache.execute(model, model_type, *settings, 0, -1).result[0]
+
+
+def rule(table, steps, settings=SETTINGS, round_half_up=False):
+    thresh, retention, K = settings
+    return predict_skips(MagCacheConfig(thresh=thresh, retention_ratio=retention, K=K), table.tables(steps), steps,
+                         branches=(COND, UNCOND), round_half_up=round_half_up)
+
+
+def test_first_run_measures_and_saves_then_runs_use_it(comfy, user_dir, caplog):
+    name = "lumina2"
+    case, shape = CASES[name], TINY[name].latent
+    model = tiny_model(name)
+    pos, neg = conds(name)
+    patched = magcache(comfy, model)
+    ref = sample(model, pos, neg, seed=1, steps=STEPS, latent_shape=shape)
+
+    # 1. first run: every step computed, output of no MagCache, profile saved, one log line says so
+    with caplog.at_level(logging.INFO, logger="MagCache"), observe(case, model.model.diffusion_model) as calls:
+        out = sample(patched, pos, neg, seed=1, steps=STEPS, latent_shape=shape)
+    assert torch.equal(out, ref) and all(c["blocks"] > 0 for c in calls)
+    [path] = profiles(user_dir)
+    lines = [r.getMessage() for r in caplog.records if r.name == "MagCache"]
+    said = [m for m in lines if "self-calibration" in m]
+    assert len(said) == 1 and "Lumina 2 / Z-Image has no published table" in said[0] and path.stem in said[0]
+    assert not any(m.startswith("MagCache: skipped") for m in lines)  # no run report beside it
+    data = json.loads(path.read_text())
+    assert data["family"] == "Lumina 2 / Z-Image" and data["steps"] == STEPS and data["cfg_interleaved"] is True
+    assert data["sampler"] == "euler" and data["scheduler"] == "simple" and data["reference"] is None
+    assert len(set(data["ratios"])) > 4  # measured, not a constant
+    table, _ = load_profile(path)
+    assert f"profile:{path.stem}" in comfy.MagCache.define_schema().inputs[1].options  # listed with the others
+
+    # 2. next run (new seed, same shape): uses the profile, skip set = the rule on the measured ratios
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="MagCache"), observe(case, model.model.diffusion_model) as calls:
+        sample(patched, pos, neg, seed=2, steps=STEPS, latent_shape=shape)
+    want = rule(table, STEPS)
+    assert want[COND] and {b: skipped(calls, b) for b in (COND, UNCOND)} == want
+    assert f"table profile:{path.stem}" in caplog.text and profiles(user_dir) == [path]
+
+    # 3. another step count: the same profile, interpolated
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="MagCache"), observe(case, model.model.diffusion_model) as calls:
+        sample(patched, pos, neg, seed=3, steps=20, latent_shape=shape)
+    want20 = rule(table, 20)
+    assert {b: skipped(calls, b) for b in (COND, UNCOND)} == want20 and want20[COND]
+    assert f"table profile:{path.stem}" in caplog.text and profiles(user_dir) == [path]
+
+    # 4. another sampler, then another scheduler: calibrated again (output of no MagCache each time)
+    for kw in ({"sampler": "heun"}, {"scheduler": "karras"}):
+        before = set(profiles(user_dir))
+        ref = sample(model, pos, neg, seed=4, steps=STEPS, latent_shape=shape, **kw)
+        assert torch.equal(sample(patched, pos, neg, seed=4, steps=STEPS, latent_shape=shape, **kw), ref)
+        [new] = set(profiles(user_dir)) - before
+        meta = json.loads(new.read_text())
+        assert (meta["sampler"], meta["scheduler"]) == (kw.get("sampler", "euler"), kw.get("scheduler", "simple"))
+
+    # 5. cfg 1 is another run shape (one branch): its own profile
+    before = set(profiles(user_dir))
+    sample(patched, pos, neg, seed=5, steps=STEPS, cfg=1.0, latent_shape=shape)
+    [new] = set(profiles(user_dir)) - before
+    assert json.loads(new.read_text())["cfg_interleaved"] is False and new.stem.endswith(" nocfg")
+
+
+def test_another_model_of_the_family_calibrates_itself(comfy, user_dir):
+    shape = TINY["lumina2"].latent
+    pos, neg = conds("lumina2")
+    for seed in (0, 1):  # other weights: another fingerprint
+        sample(magcache(comfy, tiny_model("lumina2", seed=seed)), pos, neg, seed=1, steps=4, latent_shape=shape)
+    assert len(profiles(user_dir)) == 2
+    model = tiny_model("lumina2", seed=0)  # the same weights again: found, nothing new
+    sample(magcache(comfy, model), pos, neg, seed=2, steps=4, latent_shape=shape)
+    assert len(profiles(user_dir)) == 2
+
+
+def test_flux2_never_reads_a_flux1_table(comfy, user_dir, caplog):
+    from comfyui_magcache.model_patches import UnsupportedModel, resolve
+
+    model = tiny_model("flux2")
+    dm = model.model.diffusion_model
+    assert dm.params.global_modulation is True and type(dm).__name__ == "Flux"  # Flux.1's class
+    spec, preset = resolve("auto", dm)
+    assert spec.name == "Flux.2" and spec.presets == () and preset is None
+    with pytest.raises(UnsupportedModel, match="does not match the loaded model"):
+        comfy.MagCache.execute(model, "flux", *SETTINGS, 0, -1)
+    pos, neg = conds("flux2")
+    shape, steps = TINY["flux2"].latent, 6
+    patched = magcache(comfy, model)
+    ref = sample(model, pos, neg, seed=1, steps=steps, latent_shape=shape)
+    with caplog.at_level(logging.INFO, logger="MagCache"):
+        assert torch.equal(sample(patched, pos, neg, seed=1, steps=steps, latent_shape=shape), ref)
+        sample(patched, pos, neg, seed=2, steps=steps, latent_shape=shape)
+    [path] = profiles(user_dir)
+    assert json.loads(path.read_text())["family"] == "Flux.2" and "Flux.2 has no published table" in caplog.text
+    tables = [line.split(", table ", 1)[1] for line in caplog.text.splitlines() if ", table " in line]
+    assert tables == [f"profile:{path.stem}"]  # never flux / flux_kontext
+
+
+def test_auto_calibrate_on_a_family_with_tables(comfy, user_dir, caplog):
+    """Fine-tunes, merges, distillations: the published table is not assumed to fit; the model is measured."""
+    model = tiny_model("flux")
+    pos, neg = conds("flux")
+    shape, steps = TINY["flux"].latent, 6
+    patched = magcache(comfy, model, "auto_calibrate")
+    ref = sample(model, pos, neg, seed=1, steps=steps, latent_shape=shape)
+    with caplog.at_level(logging.INFO, logger="MagCache"):
+        assert torch.equal(sample(patched, pos, neg, seed=1, steps=steps, latent_shape=shape), ref)
+        sample(patched, pos, neg, seed=2, steps=steps, latent_shape=shape)
+    [path] = profiles(user_dir)
+    data = json.loads(path.read_text())
+    assert data["family"] == "Flux" and data["reference"] == "flux" and data["self_calibration"]["forced"] is True
+    assert "self-calibration (model_type auto_calibrate)" in caplog.text
+    assert f"table profile:{path.stem}" in caplog.text
