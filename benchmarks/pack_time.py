@@ -10,7 +10,7 @@ import torch
 from harness import sample
 
 ROOT = Path(__file__).resolve().parents[1]
-NOT_PACK = ("tests", "benchmarks")  # in the repository but not the pack
+NOT_PACK = ("tests", "benchmarks", "scripts")  # in the repository but not the pack: tests, this, harness
 
 
 def is_pack(filename: str) -> bool:
