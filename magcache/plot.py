@@ -1,5 +1,6 @@
 """A picture of a calibration: ratio curve per branch against the table it replaces, with the steps
-the given settings would skip marked. Drawn with Pillow (which ComfyUI ships)."""
+the given settings would skip marked; and per-step bars (the benchmark's step times). Drawn with
+Pillow (which ComfyUI ships)."""
 from __future__ import annotations
 
 import io
@@ -18,6 +19,43 @@ W, H, LEFT, RIGHT, TOP, BOTTOM = 960, 440, 70, 20, 40, 70
 COLORS = {COND: (31, 119, 180), UNCOND: (255, 127, 14)}
 REFERENCE = (150, 150, 150)
 SKIP = (214, 39, 40)
+
+
+def plot_step_bars(series, title: str = "", legend=(), unit: str = "s") -> np.ndarray:
+    """Bars per step, the series side by side: series = [(values, color)], color one RGB for every
+    bar or a list of one per step (to mark some steps); legend = [(text, RGB)]. An RGB image
+    (H, W, 3, uint8)."""
+    n = max((len(values) for values, _ in series), default=0)
+    top = max((v for values, _ in series for v in values), default=0) * 1.1 or 1.0
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    slot = (W - LEFT - RIGHT) / max(n, 1)
+    bar = slot / max(len(series), 1)
+
+    def y(v):
+        return TOP + (H - TOP - BOTTOM) * (1 - v / top)
+
+    d.rectangle((LEFT, TOP, W - RIGHT, H - BOTTOM), outline=(0, 0, 0))
+    for k in range(5):  # y grid and labels
+        v = top * k / 4
+        d.line((LEFT, y(v), W - RIGHT, y(v)), fill=(230, 230, 230))
+        d.text((6, y(v) - 6), f"{v:.3f} {unit}", fill=(0, 0, 0))
+    for i in range(n):
+        x = LEFT + i * slot
+        for j, (values, color) in enumerate(series):
+            if i < len(values):
+                fill = color[i] if isinstance(color[0], (tuple, list)) else color
+                x0, x1 = x + j * bar + 1, max(x + (j + 1) * bar - 1, x + j * bar + 1)
+                d.rectangle((x0, y(values[i]), x1, H - BOTTOM), fill=tuple(fill))
+        if i % max(1, n // 10) == 0:  # x labels
+            d.text((x, H - BOTTOM + 6), str(i), fill=(0, 0, 0))
+    d.text((LEFT, 10), title, fill=(0, 0, 0))
+    x = LEFT
+    for text, color in legend:
+        d.rectangle((x, H - 28, x + 12, H - 18), fill=tuple(color))
+        d.text((x + 16, H - 30), text, fill=(0, 0, 0))
+        x += 24 + 7 * len(text)
+    return np.array(img, dtype=np.uint8)
 
 
 def plot_calibration(result: CalibrationResult, config: MagCacheConfig, reference: Optional[Preset] = None,
