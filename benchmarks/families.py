@@ -3,8 +3,8 @@ size, built mid-size from ComfyUI's own class with random weights, and its condi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch

@@ -7,8 +7,18 @@ import statistics
 import torch
 from compile_bench import bench_compile
 from families import FAMILIES, TEXT_TOKENS, auto_preset, build, conditioning
-from measure import (best, difference, interleaved, per_variant, ratio, skipped_from_log, standard_error,
-                     step_quartile, timed_run, wall_ratios)
+from measure import (
+    best,
+    difference,
+    interleaved,
+    per_variant,
+    ratio,
+    skipped_from_log,
+    standard_error,
+    step_quartile,
+    timed_run,
+    wall_ratios,
+)
 from pack_time import pack_seconds_per_call
 from probe import Probe
 

@@ -165,9 +165,8 @@ PLAIN, COMPUTED, SKIPPED = (170, 170, 170), (31, 119, 180), (214, 39, 40)
 
 def plot_steps(name: str, r: dict, path: Path) -> None:
     """Per-step wall time, plain (gray) next to MagCache (blue computed, red skipped)."""
-    from PIL import Image
-
     from comfyui_magcache.magcache.plot import plot_step_bars
+    from PIL import Image
 
     plain, magc = r["step_seconds"]["plain"], r["step_seconds"]["magcache"]
     skipped = set(r["skipped_steps"])

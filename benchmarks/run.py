@@ -66,10 +66,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
-from harness import COMFYUI, capture_log, load_pack, setup_comfy  # noqa: E402
-
 from families import FAMILIES  # noqa: E402
 from family_bench import bench_family  # noqa: E402
+from harness import COMFYUI, capture_log, load_pack, setup_comfy  # noqa: E402
 from report import LEGEND, TARGETS, family_lines, machine, machine_line, plot_steps, table, write_json  # noqa: E402
 
 DEFAULT_COMPILE = ("flux", "wan_t2v")

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from comfyui_magcache.magcache.plot import H, W, plot_step_bars
 from comfyui_magcache.model_patches import FIXTURES
 
