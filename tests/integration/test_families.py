@@ -46,14 +46,9 @@ def test_every_registered_family_has_a_case():
 
 
 @pytest.fixture(autouse=True)
-def user_dir(comfy, tmp_path):
-    """Profiles (self-calibration) land in a fresh ComfyUI user folder per test."""
-    import folder_paths
-
-    old = folder_paths.get_user_directory()
-    folder_paths.set_user_directory(str(tmp_path))
-    yield tmp_path
-    folder_paths.set_user_directory(old)
+def fresh_user_dir(user_dir):
+    """Profiles (self-calibration) land in a fresh ComfyUI user folder per test (conftest's user_dir)."""
+    return user_dir
 
 
 def settings_for(case):

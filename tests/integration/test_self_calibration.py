@@ -13,16 +13,6 @@ STEPS = 12
 SETTINGS = (0.24, 0.2, 3)  # ours (no published setting exists for these families)
 
 
-@pytest.fixture
-def user_dir(comfy, tmp_path):
-    import folder_paths
-
-    old = folder_paths.get_user_directory()
-    folder_paths.set_user_directory(str(tmp_path))
-    yield tmp_path
-    folder_paths.set_user_directory(old)
-
-
 def profiles(user_dir):
     d = user_dir / "magcache"
     return sorted(d.glob("*.json")) if d.is_dir() else []
