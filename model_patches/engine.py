@@ -1,7 +1,8 @@
 """Hooks MagCache into a ComfyUI model through its official extension points only.
 
-- Every transformer block gets a replacement in patches_replace["dit"] (chained onto any
-  replacement another node put there). On a computed call the head clones its input and the tail
+- Every transformer block gets a hook (CachedBlock): a replacement in patches_replace["dit"]
+  (chained onto any replacement another node put there), or, for block loops that do not read
+  those, a wrapper handed out by the block-list swap (CachedBlockList). On a computed call the head clones its input and the tail
   stores tail-output minus head-input (image tokens) per branch; on a skipped call no block runs
   and the tail hands on head-input + cached residual.
 - A DIFFUSION_MODEL wrapper marks the span of one model call (and picks the preset for 'auto'):
@@ -176,7 +177,8 @@ def layout_problem(group: BlockGroup, to: dict, total: int, n_img: int) -> str:
 
 
 class CachedBlock:
-    """patches_replace["dit"] entry for one block. Outside a MagCache run it only forwards."""
+    """The hook of one block: a patches_replace["dit"] entry, or what a SwappedBlock calls. Outside a
+    MagCache run it only forwards."""
 
     def __init__(self, group: BlockGroup, is_head: bool, is_tail: bool, inner=None):
         self.group, self.is_head, self.is_tail, self.inner = group, is_head, is_tail, inner
