@@ -207,14 +207,10 @@ def tiny_sd15():
     return model_patcher.ModelPatcher(config.get_model({}, device="cpu"), torch.device("cpu"), torch.device("cpu"))
 
 
-def keep_residual_refs(model) -> list:
-    """Weak references to every residual each sampling run of `model` held, taken as the run ends
-    (an outermost OUTER_SAMPLE wrapper), so a test can check they were all released."""
-    import weakref
-
+def after_each_run(model, see) -> None:
+    """Call see(run) with each sampling run's MagCache Run as it ends, before the run releases its
+    state: an outermost OUTER_SAMPLE wrapper on `model` (a ModelPatcher, changed in place)."""
     from comfyui_magcache.model_patches import engine
-
-    refs: list = []
 
     def probe(executor, *args, **kwargs):
         try:
@@ -222,10 +218,19 @@ def keep_residual_refs(model) -> list:
         finally:
             run = executor.class_obj.model_options["transformer_options"].get(engine.RUN_KEY)
             if run is not None:
-                refs.extend(weakref.ref(st.residual) for st in run.state.branches.values()
-                            if st.residual is not None)
+                see(run)
 
     model.add_wrapper_with_key("outer_sample", "zz_probe", probe)
+
+
+def keep_residual_refs(model) -> list:
+    """Weak references to every residual each sampling run of `model` held, taken as the run ends,
+    so a test can check they were all released."""
+    import weakref
+
+    refs: list = []
+    after_each_run(model, lambda run: refs.extend(weakref.ref(st.residual) for st in run.state.branches.values()
+                                                  if st.residual is not None))
     return refs
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, Schedule, get_preset, predict_skips
 from comfyui_magcache.magcache import state as state_module
-from harness import TINY, census, conds, keep_residual_refs, sample, tiny_model
+from harness import TINY, after_each_run, census, conds, keep_residual_refs, sample, tiny_model
 
 NAME, PRESET, SETTINGS = "wan_t2v", "wan2.1_t2v_1.3B", (0.12, 0.2, 4)  # Wan 1.3B's recommended settings
 SHAPE = TINY[NAME].latent
@@ -115,21 +115,14 @@ class Observer:
 
 
 def run_state_probe(model, seen: list):
-    """An OUTER_SAMPLE wrapper inside MagCache's: keeps each run's per-branch skipped steps and its
-    (model calls, computed calls) counters under "calls"."""
-    from comfyui_magcache.model_patches import engine
-
-    def probe(executor, *args, **kwargs):
-        try:
-            return executor(*args, **kwargs)
-        finally:
-            run = executor.class_obj.model_options["transformer_options"].get(engine.RUN_KEY)
-            if run is not None:
-                seen.append({key: list(st.skipped_steps) for key, st in run.state.branches.items()})
-                seen[-1]["calls"] = (run.state.calls, run.state.computed_calls)
+    """A clone of `model` that keeps each run's per-branch skipped steps and its (model calls,
+    computed calls) counters under "calls"."""
+    def see(run):
+        seen.append({key: list(st.skipped_steps) for key, st in run.state.branches.items()})
+        seen[-1]["calls"] = (run.state.calls, run.state.computed_calls)
 
     model = model.clone()
-    model.add_wrapper_with_key("outer_sample", "zz_probe", probe)
+    after_each_run(model, see)
     return model
 
 
