@@ -2,6 +2,9 @@
 
 ratio_t = mean over batch and tokens of ||r_t|| / ||r_{t-1}|| (L2 over channels), with r the
 residual of the transformer blocks (last block output minus first block input, image tokens).
+A residual of several streams skipped together (LTX-2: video, audio; magcache.streams) gives one
+ratio over the tokens of all its streams, each token's norm over its own stream's channels (ours:
+the authors have no multi-stream model).
 Also recorded, as the official code does: the std of those per-token ratios and the mean cosine
 distance between r_t and r_{t-1}. The first step of a branch has no predecessor: 1.0, 0, 0."""
 from __future__ import annotations
@@ -12,15 +15,17 @@ from typing import Hashable, Optional
 import torch
 import torch.nn.functional as F
 
+from . import streams
 from .presets import COND, UNCOND, Preset
+from .streams import Hidden
 
 
-def step_stats(prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
+def step_stats(prev: Hidden, cur: Hidden) -> torch.Tensor:
     """[ratio, std, cosine distance] of residual `cur` against the previous one, as a float32
-    tensor on the residuals' device (no host sync)."""
-    prev, cur = prev.float(), cur.float()
-    per_token = cur.norm(dim=-1) / prev.norm(dim=-1)
-    cos = 1 - F.cosine_similarity(cur, prev, dim=-1, eps=1e-8)
+    tensor on the residuals' device (no host sync). Several streams: over all their tokens."""
+    pairs = [(p.float(), c.float()) for p, c in zip(streams.parts(prev), streams.parts(cur))]
+    per_token = torch.cat([(c.norm(dim=-1) / p.norm(dim=-1)).flatten() for p, c in pairs])
+    cos = torch.cat([(1 - F.cosine_similarity(c, p, dim=-1, eps=1e-8)).flatten() for p, c in pairs])
     return torch.stack((per_token.mean(), per_token.std() if per_token.numel() > 1 else per_token.new_zeros(()),
                         cos.mean()))
 
@@ -53,19 +58,20 @@ class CalibrationResult:
 class Calibration:
     """Collects residual statistics during one sampling run (first evaluation of each step only)."""
 
-    _prev: dict[Hashable, torch.Tensor] = field(default_factory=dict)
+    _prev: dict[Hashable, Hidden] = field(default_factory=dict)
     _stats: dict[tuple[Hashable, int], torch.Tensor] = field(default_factory=dict)
 
-    def record(self, key: Hashable, step: int, residual: torch.Tensor) -> None:
+    def record(self, key: Hashable, step: int, residual: Hidden) -> None:
         """key: a branch chunk (cond_or_uncond value, uuid); residual: its image-token residual."""
         if (key, step) in self._stats:
             return  # a repeated evaluation of the step (heun, dpmpp_2s)
         prev = self._prev.get(key)
-        if prev is None or prev.shape != residual.shape:
-            self._stats[(key, step)] = torch.tensor([1.0, 0.0, 0.0], device=residual.device)
+        cur = streams.detach_float(residual)
+        if prev is None or not streams.same_layout(prev, cur):
+            self._stats[(key, step)] = torch.tensor([1.0, 0.0, 0.0], device=streams.device(residual))
         else:
-            self._stats[(key, step)] = step_stats(prev, residual)
-        self._prev[key] = residual.detach().float()
+            self._stats[(key, step)] = step_stats(prev, cur)
+        self._prev[key] = cur
 
     def result(self, steps: int) -> Optional[CalibrationResult]:
         """The curves per branch (chunks of one branch averaged), or None if nothing was recorded.

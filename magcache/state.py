@@ -7,10 +7,12 @@ from typing import Hashable, Optional, Sequence
 
 import torch
 
+from . import streams
 from .config import MagCacheConfig
 from .presets import COND, UNCOND
 from .rule import Accumulator, TableRule, decide_branch, replay, split_of
 from .schedule import DegenerateSchedule, Schedule
+from .streams import Hidden
 
 log = logging.getLogger("MagCache")
 
@@ -24,7 +26,7 @@ BranchKey = tuple[int, Hashable]
 class BranchState:
     branch: int  # COND or UNCOND: which half of a CFG-interleaved table it reads
     acc: Accumulator = field(default_factory=Accumulator)
-    residual: Optional[torch.Tensor] = None  # kept on the compute device, never copied to host
+    residual: Optional[Hidden] = None  # kept on the compute device, never copied to host (several streams: a tuple)
     step: int = -1  # last step this branch was evaluated at
     skipped: bool = False  # the decision taken at `step`
     skipped_steps: list[int] = field(default_factory=list)
@@ -110,14 +112,14 @@ class RunState:
             st = self.branches[key] = BranchState(branch=UNCOND if key[0] == UNCOND else COND)
         return st
 
-    def fits(self, key: BranchKey, like: torch.Tensor) -> bool:
+    def fits(self, key: BranchKey, like: Hidden) -> bool:
         """Whether the branch's residual can be added to `like`. A residual of another shape, dtype
         or device is dropped (and the branch reset), never broadcast."""
         st = self.branch(key)
         r = st.residual
         if r is None:
             return False
-        if r.shape != like.shape or r.dtype != like.dtype or r.device != like.device:
+        if not streams.same_layout(r, like):
             st.reset()
             return False
         return True
@@ -173,10 +175,10 @@ class RunState:
         self.computed_calls += not skip
         return skip
 
-    def residual(self, key: BranchKey) -> torch.Tensor:
+    def residual(self, key: BranchKey) -> Hidden:
         return self.branches[key].residual
 
-    def store(self, key: BranchKey, residual: torch.Tensor) -> None:
+    def store(self, key: BranchKey, residual: Hidden) -> None:
         self.branch(key).residual = residual
 
     # -- end of run ---------------------------------------------------------------------------

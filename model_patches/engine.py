@@ -28,7 +28,7 @@ from typing import Optional
 
 import torch
 
-from ..magcache import COND, Calibration, CalibrationResult, MagCacheConfig, Preset, RunState, get_preset
+from ..magcache import COND, Calibration, CalibrationResult, MagCacheConfig, Preset, RunState, get_preset, streams
 from ..magcache.text import clip
 from . import node_text, selfcal
 from .selfcal import MEASURING, Plan, SelfCalibration
@@ -95,9 +95,9 @@ class Call:
     skip: bool = False
     step: int = -1
     keys: tuple = ()
-    n_img: int = 0
-    head_in: Optional[torch.Tensor] = None  # computed call: clone of the head's input
-    skip_out: Optional[torch.Tensor] = None  # skipped call: head input + cached residual
+    n_img: object = 0  # image tokens the head saw (several streams: a tuple)
+    head_in: object = None  # computed call: clone of the head's input (streams.Hidden)
+    skip_out: object = None  # skipped call: head input + cached residual
 
 
 class Run:
@@ -143,15 +143,21 @@ def branch_keys(transformer_options: dict) -> tuple:
     return tuple((int(c), u if u is not None else i) for i, (c, u) in enumerate(zip(cou, uuids)))
 
 
-def image_slice(group: BlockGroup, to: dict, total: int, n_img: int) -> Optional[slice]:
+ALL = slice(None)  # every token of every stream is an image token
+
+
+def image_slice(group: BlockGroup, to: dict, total, n_img) -> Optional[slice]:
     """Where the n_img image tokens the head saw sit among the `total` tokens of this group's stream.
 
     ComfyUI's word first: `transformer_options["img_slice"]` ([start, end]) where it writes one
     (Flux, Chroma, HunyuanVideo since ComfyUI 0.33 put it before their single blocks); otherwise the
     spec's layout for older versions. The token counts must add up, or None: the layout is not
-    established and no residual may be measured or applied on it."""
+    established and no residual may be measured or applied on it. Several streams (token counts are
+    tuples) are only ever whole: ALL."""
     if group.image_tokens == "all":
-        return slice(0, total) if total == n_img else None
+        return ALL if total is not None and total == n_img else None
+    if not isinstance(total, int) or not isinstance(n_img, int):
+        return None
     given = to.get("img_slice")
     if given is not None:
         try:
@@ -165,10 +171,14 @@ def image_slice(group: BlockGroup, to: dict, total: int, n_img: int) -> Optional
     return slice(start, end) if 0 <= start and end <= total and end - start == n_img else None
 
 
-def with_image_tokens(x: torch.Tensor, where: slice, img: torch.Tensor) -> torch.Tensor:
-    if where.start == 0 and where.stop == x.shape[1]:
+def with_image_tokens(x, where: slice, img):
+    if where is ALL or (where.start == 0 and where.stop == x.shape[1]):
         return img
     return torch.cat((x[:, :where.start], img, x[:, where.stop:]), dim=1)
+
+
+def image_tokens(x, where: slice):
+    return x if where is ALL else x[:, where]
 
 
 def layout_problem(group: BlockGroup, to: dict, total: int, n_img: int) -> str:
@@ -194,62 +204,71 @@ class CachedBlock:
         run: Optional[Run] = to.get(RUN_KEY)
         if run is None or call is None or call.run is not run:
             return self.compute(args, extra)
+        key = self.group.key
         if self.is_head:
-            self.begin(run, call, args["img"], to)
+            self.begin(run, call, args[key], to)
         if call.active and call.skip:
             out = {k: args[k] for k in self.group.outputs}
             if self.is_tail:
                 call.active = False
-                where = image_slice(self.group, to, args["img"].shape[1], call.n_img)
+                total = streams.tokens(args[key])
+                where = image_slice(self.group, to, total, call.n_img)
                 if where is None:  # not after a computed call of this branch confirmed the layout; never guess
-                    run.state.disable(layout_problem(self.group, to, args["img"].shape[1], call.n_img))
+                    run.state.disable(layout_problem(self.group, to, total, call.n_img))
                 else:
-                    out["img"] = with_image_tokens(args["img"], where, call.skip_out)
+                    out[key] = with_image_tokens(args[key], where, call.skip_out)
             return out
         out = self.compute(args, extra)
         if self.is_tail and call.active:
-            where = image_slice(self.group, to, out["img"].shape[1], call.n_img)
+            total = streams.tokens(out[key])
+            where = image_slice(self.group, to, total, call.n_img)
             if where is None:
-                run.state.disable(layout_problem(self.group, to, out["img"].shape[1], call.n_img))
+                run.state.disable(layout_problem(self.group, to, total, call.n_img))
                 call.active, call.head_in = False, None
             else:
-                self.finish(run, call, out["img"][:, where])
+                self.finish(run, call, image_tokens(out[key], where))
         return out
 
     @staticmethod
-    def begin(run: Run, call: Call, img: torch.Tensor, to: dict) -> None:
+    def begin(run: Run, call: Call, img, to: dict) -> None:
         call.active = call.skip = False
         call.head_in = call.skip_out = None
         state = run.state
         keys = branch_keys(to)
         sigmas = to.get("sigmas")
+        n_img = streams.tokens(img)
+        if n_img is None:
+            with run.lock:
+                state.disable("the blocks' hidden state is not a [batch, tokens, channels] tensor (or one per stream)")
+            return
         with run.lock:
             sched = state.schedule(to.get("sample_sigmas"))
-        if sched is None or sigmas is None or img.shape[0] % len(keys):
+        if sched is None or sigmas is None or streams.batch(img) % len(keys):
             return
         step = sched.global_step(float(sigmas.reshape(-1)[0]))  # the one scalar read per model call
-        b = img.shape[0] // len(keys)
+        b = streams.batch(img) // len(keys)
         with run.lock:
-            fits = [state.fits(k, img[i * b:(i + 1) * b]) for i, k in enumerate(keys)]
+            fits = [state.fits(k, streams.rows(img, i * b, (i + 1) * b)) for i, k in enumerate(keys)]
             call.skip = state.decide(step, sched.total, run.tables(call.preset, sched.total), keys, fits)
             res = [state.residual(k) for k in keys] if call.skip else None
-        call.active, call.keys, call.n_img, call.step = True, keys, img.shape[1], step
+        call.active, call.keys, call.n_img, call.step = True, keys, n_img, step
         if call.skip:
-            call.skip_out = img + (res[0] if len(res) == 1 else torch.cat(res))
+            call.skip_out = streams.add(img, streams.cat_rows(res))
         else:
             # blocks update their input in place (Flux: img += ...); contiguous so the residual
             # arithmetic does not mix layouts with the blocks' contiguous outputs (Wan passes a transposed view)
-            call.head_in = img.clone(memory_format=torch.contiguous_format)
+            call.head_in = streams.clone(img)
 
     @staticmethod
-    def finish(run: Run, call: Call, img_out: torch.Tensor) -> None:
-        residual = img_out - call.head_in  # on the device that computed it, and stays there
-        b = residual.shape[0] // len(call.keys)
+    def finish(run: Run, call: Call, img_out) -> None:
+        residual = streams.sub(img_out, call.head_in)  # on the device that computed it, and stays there
+        b = streams.batch(residual) // len(call.keys)
         with run.lock:
             for i, k in enumerate(call.keys):
-                run.state.store(k, residual[i * b:(i + 1) * b])
+                chunk = streams.rows(residual, i * b, (i + 1) * b)
+                run.state.store(k, chunk)
                 if run.calibration is not None:
-                    run.calibration.record(k, call.step, residual[i * b:(i + 1) * b])
+                    run.calibration.record(k, call.step, chunk)
         call.head_in = None
         call.active = False
 
@@ -390,20 +409,38 @@ def replacements(spec: FamilySpec, diffusion_model, existing: dict) -> dict:
 
 
 class SwappedBlock:
-    """One block of a swapped list as its loop calls it: block(hidden, *args, **kwargs) -> hidden,
-    routed through the same head/tail logic as a block replacement."""
+    """One block of a swapped list as its loop calls it, routed through the same head/tail logic as a
+    block replacement: block(hidden, *args, **kwargs) -> hidden, or, with the group's swap_args, the
+    hidden states passed as those keywords and returned in that order (HiDream's double blocks)."""
 
     __slots__ = ("module", "cached")
 
     def __init__(self, module, cached: CachedBlock):
         self.module, self.cached = module, cached
 
-    def __call__(self, hidden, *args, **kwargs):
-        def original(a):
-            return {"img": self.module(a["img"], *args, **kwargs)}
-
+    def __call__(self, *args, **kwargs):
+        group = self.cached.group
         to = kwargs.get("transformer_options") or {}
-        return self.cached({"img": hidden, "transformer_options": to}, {"original_block": original})["img"]
+        if not group.swap_args:
+            def original(a):
+                return {group.key: self.module(a[group.key], *args[1:], **kwargs)}
+
+            return self.cached({group.key: args[0], "transformer_options": to}, {"original_block": original})[group.key]
+        if not all(name in kwargs for name in group.swap_args):  # called another way than the spec says
+            run = to.get(RUN_KEY)
+            if run is not None:
+                with run.lock:
+                    run.state.disable(f"{group.attr} blocks were not called with the keywords {', '.join(group.swap_args)}")
+            return self.module(*args, **kwargs)
+
+        def original(a):
+            kw = dict(kwargs, **{name: a[out] for out, name in zip(group.outputs, group.swap_args)})
+            got = self.module(*args, **kw)
+            return dict(zip(group.outputs, got if len(group.outputs) > 1 else (got,)))
+
+        given = {out: kwargs[name] for out, name in zip(group.outputs, group.swap_args)}
+        out = self.cached(dict(given, transformer_options=to), {"original_block": original})
+        return tuple(out[k] for k in group.outputs) if len(group.outputs) > 1 else out[group.key]
 
 
 class CachedBlockList(torch.nn.ModuleList):

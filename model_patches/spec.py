@@ -14,6 +14,13 @@ class BlockGroup:
     kind: the block kind in patches_replace["dit"] keys, e.g. "double_block".
     attr: the ModuleList attribute on the diffusion model, e.g. "double_blocks".
     outputs: the keys a replacement returns for this kind, e.g. ("img", "txt").
+    key: the one of `outputs` that holds the hidden state the cache skips ("img"; Kandinsky 5: "x").
+        Its value may be a tuple of streams that run and are skipped together (LTX-2: (video, audio));
+        each stream's residual is cached (magcache.streams), and image_tokens must then be "all".
+    swap_args: hook "block_swap" only: the block's keyword arguments that carry `outputs`, in order,
+        for blocks called with keywords (HiDream: ("image_tokens", "text_tokens")); the block then
+        returns one value per output (a tuple for several). Empty: the block is called
+        block(hidden, *args, **kwargs) and returns the hidden state.
     image_tokens: where the image tokens sit in args["img"]: "all" (image stream only), or, for a
         joint stream, the layout of ComfyUI versions that do not say it themselves: "last" (text
         tokens first, then image: Flux single blocks) or "first" (image first: HunyuanVideo before
@@ -27,10 +34,16 @@ class BlockGroup:
     outputs: tuple[str, ...] = ("img",)
     image_tokens: str = "all"
     skip_attr: Optional[str] = None
+    key: str = "img"
+    swap_args: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.image_tokens not in ("all", "first", "last"):
             raise ValueError(f"image_tokens must be 'all', 'first' or 'last', got {self.image_tokens!r}")
+        if self.key not in self.outputs:
+            raise ValueError(f"{self.kind}: key {self.key!r} must be one of outputs {self.outputs}")
+        if self.swap_args and len(self.swap_args) != len(self.outputs):
+            raise ValueError(f"{self.kind}: swap_args {self.swap_args} must name one argument per output {self.outputs}")
 
 
 def no_extras(latent: tuple, generator) -> dict:

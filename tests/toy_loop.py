@@ -131,6 +131,120 @@ def toy_stack_spec():
                       groups=(BlockGroup("layer", "layers"),), presets=("wan2.1_t2v_1.3B",), hook="block_swap")
 
 
+class ToyAV:
+    """A loop like LTX-2's (av_model): block replacements whose "img" is a tuple (video, audio) of two
+    streams that every block reads and writes together. The toy splits its input's tokens into the
+    two streams and hands the final layer both, joined again (so its input is comparable to x)."""
+
+    def __init__(self, n=3, n_video=4):
+        self.calls = Counter()
+        self.n_video = n_video
+        self.transformer_blocks = [self._block(i) for i in range(n)]
+        self.final_inputs = []
+
+    def _block(self, i):
+        def block(vx, ax):
+            self.calls[("double_block", i)] += 1
+            a2v = ax.mean(dim=1, keepdim=True)  # the streams see each other (audio-video cross attention)
+            return vx + 0.4 * torch.tanh(vx) + 0.1 * a2v + 0.01 * (i + 1), ax + 0.3 * torch.sin(ax) - 0.1 * vx.mean(dim=1, keepdim=True)
+        return block
+
+    def final_layer(self, x):
+        self.final_inputs.append(x.clone())
+        return x * 2.0
+
+    def forward(self, img, txt, transformer_options, **kwargs):
+        to = transformer_options
+        vx, ax = img[:, :self.n_video].clone(), img[:, self.n_video:].clone() + txt.mean(dim=1, keepdim=True)
+        reps = to.get("patches_replace", {}).get("dit", {})
+        for i, block in enumerate(self.transformer_blocks):
+            if ("double_block", i) in reps:
+                out = reps[("double_block", i)]({"img": (vx, ax), "transformer_options": to},
+                                                 {"original_block": lambda a, block=block: {"img": block(*a["img"])}})
+                vx, ax = out["img"]
+            else:
+                vx, ax = block(vx, ax)
+        return self.final_layer(torch.cat((vx, ax - txt.mean(dim=1, keepdim=True)), dim=1))
+
+
+class ToyKwDouble(torch.nn.Module):
+    def __init__(self, i, calls):
+        super().__init__()
+        self.i, self.calls = i, calls
+
+    def forward(self, image_tokens, image_tokens_masks=None, text_tokens=None, adaln_input=None, transformer_options=None):
+        self.calls[("double", self.i)] += 1
+        img = image_tokens + 0.4 * torch.tanh(image_tokens + text_tokens.mean(dim=1, keepdim=True)) + 0.01 * (self.i + 1)
+        return img, text_tokens * 0.9 + image_tokens.mean(dim=1, keepdim=True)
+
+
+class ToyKwSingle(torch.nn.Module):
+    def __init__(self, i, calls):
+        super().__init__()
+        self.i, self.calls = i, calls
+
+    def forward(self, image_tokens, image_tokens_masks=None, text_tokens=None, adaln_input=None, transformer_options=None):
+        self.calls[("single", self.i)] += 1
+        return image_tokens + 0.1 * image_tokens.mean(dim=1, keepdim=True) + 0.02 * (self.i + 1)
+
+
+class ToyKw(torch.nn.Module):
+    """A loop like HiDream's: no block replacements; blocks called with keywords. Double blocks take
+    image_tokens and text_tokens (the initial text plus a per-block text) and return both; then one
+    stream [image, text] with a per-block text appended for each single block and cut off after it."""
+
+    def __init__(self, n_double=2, n_single=2):
+        super().__init__()
+        self.calls = Counter()
+        self.double_stream_blocks = torch.nn.ModuleList(ToyKwDouble(i, self.calls) for i in range(n_double))
+        self.single_stream_blocks = torch.nn.ModuleList(ToyKwSingle(i, self.calls) for i in range(n_single))
+        self.final_inputs = []
+
+    def final_layer(self, x):
+        self.final_inputs.append(x.clone())
+        return x * 2.0
+
+    def forward(self, img, txt, transformer_options, **kwargs):
+        hidden, initial = img.clone(), txt
+        per_block = [txt * (0.5 + 0.1 * i) for i in range(len(self.double_stream_blocks) + len(self.single_stream_blocks))]
+        n = 0
+        for block in self.double_stream_blocks:
+            hidden, initial = block(image_tokens=hidden, image_tokens_masks=None,
+                                    text_tokens=torch.cat((initial, per_block[n]), dim=1), adaln_input=None,
+                                    transformer_options=transformer_options)
+            initial = initial[:, :txt.shape[1]]
+            n += 1
+        n_img = hidden.shape[1]
+        hidden = torch.cat((hidden, initial), dim=1)
+        length = hidden.shape[1]
+        for block in self.single_stream_blocks:
+            hidden = block(image_tokens=torch.cat((hidden, per_block[n]), dim=1), image_tokens_masks=None,
+                           text_tokens=None, adaln_input=None, transformer_options=transformer_options)
+            hidden = hidden[:, :length]
+            n += 1
+        return self.final_layer(hidden[:, :n_img])
+
+
+def toy_av_spec():
+    """A throwaway two-stream family (block replacements whose hidden state is a (video, audio) pair)."""
+    from comfyui_magcache.model_patches.spec import BlockGroup, FamilySpec
+
+    return FamilySpec(name="Toy audio-video", model_classes=("toy_loop.ToyAV",),
+                      groups=(BlockGroup("double_block", "transformer_blocks"),), presets=("wan2.1_t2v_1.3B",))
+
+
+def toy_kw_spec():
+    """A throwaway family whose blocks take their hidden states as keywords (block-list swap)."""
+    from comfyui_magcache.model_patches.spec import BlockGroup, FamilySpec
+
+    return FamilySpec(name="Toy keywords", model_classes=("toy_loop.ToyKw",), presets=("wan2.1_t2v_1.3B",),
+                      groups=(BlockGroup("double", "double_stream_blocks", outputs=("img", "txt"),
+                                         swap_args=("image_tokens", "text_tokens")),
+                              BlockGroup("single", "single_stream_blocks", image_tokens="first",
+                                         swap_args=("image_tokens",))),
+                      hook="block_swap")
+
+
 def hook(spec, model, existing=None) -> dict:
     """Hook a spec into a toy model as apply() does into a ComfyUI model: the block-list swap sets
     the lists on the model (apply: an object patch), block replacements are returned for the loop."""

@@ -4,7 +4,19 @@ import pytest
 import torch
 from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, get_preset, predict_skips
 from comfyui_magcache.model_patches import engine, flux
-from toy_loop import ToyFlux, ToyLayer, ToyStack, hook, sample, toy_stack_spec
+from toy_loop import (
+    ToyAV,
+    ToyFlux,
+    ToyKw,
+    ToyKwDouble,
+    ToyLayer,
+    ToyStack,
+    hook,
+    sample,
+    toy_av_spec,
+    toy_kw_spec,
+    toy_stack_spec,
+)
 
 SIGMAS = torch.linspace(1.0, 0.0, 13)  # 12 steps
 FLAT = MagCacheConfig(thresh=0.3, K=2, retention_ratio=0.2)
@@ -16,8 +28,11 @@ def inputs(batch=2, seed=0):
 
 
 # The generic engine tests run for both hook strategies: Flux's block replacements, and a throwaway
-# family (a toy loop without patches_replace) reached by the block-list swap, defined nowhere else.
-TOYS = {"patches_replace": (ToyFlux, lambda: flux.SPEC), "block_swap": (ToyStack, toy_stack_spec)}
+# family (a toy loop without patches_replace) reached by the block-list swap, defined nowhere else;
+# and for the two shapes of hidden state beyond one tensor per block: two streams skipped together
+# (LTX-2's video and audio) and blocks that take and return their hidden states as keywords (HiDream).
+TOYS = {"patches_replace": (ToyFlux, lambda: flux.SPEC), "block_swap": (ToyStack, toy_stack_spec),
+        "two_streams": (ToyAV, toy_av_spec), "keyword_swap": (ToyKw, toy_kw_spec)}
 
 
 @pytest.fixture(params=sorted(TOYS))
@@ -226,3 +241,48 @@ def test_a_layout_that_does_not_add_up_switches_caching_off_with_one_warning(cap
         assert not run.state.branches or not any(st.skipped_steps for st in run.state.branches.values())
         assert sum("caching is off" in r.getMessage() for r in caplog.records) == 1
         assert all(torch.equal(o, r) for o, r in zip(outs, ref))
+
+
+def test_two_streams_cache_one_residual_per_stream_and_skip_together():
+    x, txt = inputs()
+    model = ToyAV(n_video=4)
+    outs, run = sample(model, toy_av_spec(), FLAT, SIGMAS, x, txt)
+    for key in ((COND, "uuid-0"), (UNCOND, "uuid-1")):
+        res = run.state.residual(key)
+        assert isinstance(res, tuple) and [r.shape for r in res] == [(1, 4, 4), (1, 2, 4)]
+    skipped = run.state.branches[(COND, "uuid-0")].skipped_steps
+    assert skipped and all(n == 12 - len(skipped) for n in model.calls.values())
+
+
+def test_streams_of_different_widths_calibrate_over_all_their_tokens():
+    from comfyui_magcache.magcache import Calibration
+    from comfyui_magcache.magcache.calibration import step_stats
+
+    v, a = torch.ones(1, 3, 8), torch.ones(1, 1, 2)
+    stats = step_stats((v, a), (v * 2, a * 4))  # per-token ratios 2, 2, 2 (video) and 4 (audio)
+    assert torch.allclose(stats[0], torch.tensor(2.5)) and torch.allclose(stats[2], torch.tensor(0.0), atol=1e-6)
+    cal = Calibration()
+    for step in range(3):
+        cal.record((COND, 0), step, (v * 2 ** step, a * 2 ** step))
+    assert cal.result(3).ratios[COND] == pytest.approx([1.0, 2.0, 2.0])
+
+
+def test_keyword_blocks_called_another_way_switch_caching_off_and_still_run(caplog):
+    model = ToyKw()
+    hook(toy_kw_spec(), model)
+    run = engine.Run(engine.Settings(toy_kw_spec(), FLAT))
+    x, txt = inputs(batch=1)
+    block = model.double_stream_blocks[0]
+    to = {engine.RUN_KEY: run}
+    img, t = block(x, None, txt, None, transformer_options=to)  # positional: not what the spec declares
+    ref = ToyKwDouble(0, model.calls)(x, None, txt, None)
+    assert torch.equal(img, ref[0]) and torch.equal(t, ref[1])
+    assert "were not called with the keywords image_tokens, text_tokens" in run.state.disabled_reason
+
+
+def test_a_hidden_state_that_is_no_token_tensor_switches_caching_off():
+    run = engine.Run(engine.Settings(toy_av_spec(), FLAT))
+    call = engine.Call(run, "wan2.1_t2v_1.3B")
+    engine.CachedBlock.begin(run, call, (torch.zeros(2, 3, 4), torch.zeros(1, 3, 4)), {
+        "sample_sigmas": SIGMAS, "sigmas": SIGMAS[:1], "cond_or_uncond": [0, 1]})
+    assert not call.active and "not a [batch, tokens, channels] tensor" in run.state.disabled_reason
