@@ -23,6 +23,7 @@ OUT = Path(__file__).resolve().parents[1] / "examples"
 TYPES = {
     "UNETLoader": ([], [("MODEL", "MODEL")]),
     "DualCLIPLoader": ([], [("CLIP", "CLIP")]),
+    "QuadrupleCLIPLoader": ([], [("CLIP", "CLIP")]),
     "VAELoader": ([], [("VAE", "VAE")]),
     "CLIPTextEncode": ([("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")]),
     "FluxGuidance": ([("conditioning", "CONDITIONING")], [("CONDITIONING", "CONDITIONING")]),

@@ -15,7 +15,7 @@ import make_examples  # noqa: E402
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 EXAMPLES = sorted(make_examples.EXAMPLES)
 LOADERS = {"UNETLoader": "diffusion_models", "CLIPLoader": "text_encoders", "DualCLIPLoader": "text_encoders",
-           "VAELoader": "vae", "CLIPVisionLoader": "clip_vision"}
+           "QuadrupleCLIPLoader": "text_encoders", "VAELoader": "vae", "CLIPVisionLoader": "clip_vision"}
 
 
 def placeholders() -> dict[str, list[str]]:

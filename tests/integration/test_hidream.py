@@ -70,8 +70,9 @@ def test_hidream_o1_is_refused_at_the_node(comfy):
     if not hasattr(supported_models, "HiDreamO1"):
         pytest.skip("no HiDream-O1 in this ComfyUI")
     tiny = {"image_model": "hidream_o1",
-            "text_config_overrides": dict(vocab_size=151700, hidden_size=64, intermediate_size=64, num_hidden_layers=1,
-                                          num_attention_heads=2, num_key_value_heads=2, head_dim=32, rope_dims=[8, 4, 4]),
+            "text_config_overrides": dict(vocab_size=151700, hidden_size=64, intermediate_size=64,
+                                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                          head_dim=32, rope_dims=[8, 4, 4]),
             "vision_config_overrides": dict(hidden_size=32, num_heads=2, intermediate_size=32, depth=1,
                                             deepstack_visual_indexes=())}
     config = supported_models.HiDreamO1(tiny)
@@ -84,3 +85,44 @@ def test_hidream_o1_is_refused_at_the_node(comfy):
     assert first == ("MagCache cannot accelerate this model: there is no MagCache support for HiDreamO1Transformer "
                      "models. Bypass the MagCache node for it.")
     assert "HiDream" in families and loaded == "Loaded model class: comfy.ldm.hidream_o1.model.HiDreamO1Transformer"
+
+
+def test_edit_with_dual_cfg_as_comfyuis_e1_1_example(comfy, user_dir):
+    """ComfyUI's HiDream E1.1 example samples with DualCFGGuider (nested): the prompt and the negative with
+    the reference image (batched in one call, twice the tokens) and the prompt without it (a call of its
+    own). Each call layout is its own branch with its own residual: first run identical, then skipped calls
+    in both, each the head input + its own branch's residual."""
+    from comfy import samplers
+    from comfy.sample import prepare_noise
+    from comfy_extras.nodes_custom_sampler import Guider_DualCFG
+
+    shape = TINY[NAME].latent
+    ref_latent = torch.randn(shape, generator=torch.Generator().manual_seed(5))
+    pos, neg = conds(NAME, positive={"concat_latent_image": ref_latent}, negative={"concat_latent_image": ref_latent})
+    plain = conds(NAME, seed=3)[0]
+    model = tiny_model(NAME)
+
+    def run(m, seed):
+        guider = Guider_DualCFG(m)
+        guider.set_conds(pos, neg, plain)
+        guider.set_cfg(3.0, 1.5, nested=True)
+        sigmas = samplers.calculate_sigmas(m.get_model_object("model_sampling"), "simple", STEPS)
+        latent = torch.zeros(shape)
+        return guider.sample(prepare_noise(latent, seed), latent, samplers.sampler_object("euler"), sigmas,
+                             seed=seed, disable_pbar=True)
+
+    ref = run(model, 1)
+    patched = magcache(comfy, model, "auto", SETTINGS)
+    assert torch.equal(run(patched, 1), ref)
+    with observe(CASE, model.model.diffusion_model) as calls:
+        run(patched, 2)
+    tokens = {c["at"][1]: c["head"].shape[1] for c in calls}
+    assert len(tokens) == 2 and sorted(tokens.values()) == [64, 128]  # without / with the reference's tokens
+    residual = {}
+    for c in calls:
+        layout = c["at"][1]
+        if c["blocks"] == 0:
+            assert torch.equal(c["final"], c["head"] + residual[layout])
+        else:
+            residual[layout] = c["final"] - c["head"]
+    assert all(any(c["blocks"] == 0 for c in calls if c["at"][1] == layout) for layout in tokens)
