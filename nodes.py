@@ -88,8 +88,8 @@ class MagCache(io.ComfyNode):
                                        "and I2V resolution, HunyuanVideo version); "
                                        "Wan2.2 A14B experts need wan2.2_t2v_14B / wan2.2_i2v_14B; "
                                        "'profile:...' are your saved calibrations. A table for another family "
-                                       "than the loaded model is an error. Flux.2 and Lumina 2 / Z-Image have no "
-                                       "published table: 'auto' computes every step of their first run, saves "
+                                       "than the loaded model is an error. Flux.2, Lumina 2 / Z-Image and "
+                                       "Kandinsky 5 have no published table: 'auto' computes every step of their first run, saves "
                                        "the measured ratios as a profile of that model, sampler and scheduler "
                                        "and uses it from the next run on; 'auto_calibrate' does the same on any "
                                        "model (fine-tunes, merges, distillations)."),

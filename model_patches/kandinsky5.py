@@ -25,7 +25,7 @@ the start image, which _forward writes over the first latent frames of the model
 embedding (and a concat mask marking them). Those frames' tokens stay in the cached stream like every
 other token: the whole stream's residual is cached and measured, and on a skipped step they too leave
 the tail as head input (re-embedded from the clean frames) + cached residual. Nothing is special-cased;
-the tests run text-to-video and text-to-image.
+the tests run text-to-video, image-to-video (these conds) and text-to-image.
 
 There is NO published MagCache table for Kandinsky 5: 'auto' self-calibrates on a model's first run."""
 from .spec import BlockGroup, Example, FamilySpec, Fixture
@@ -45,6 +45,16 @@ BENCH = dict(unet=dict(model_dim=512, ff_dim=2048, time_dim=512, num_visual_bloc
 SETTINGS = (0.24, 0.2, 3)  # ours: no published setting exists
 
 
+def i2v_extras(latent, g) -> dict:
+    """What Kandinsky5ImageToVideo adds to both conds: the start image's latent (one latent frame) and
+    the concat mask that is 0 on it."""
+    import torch
+
+    mask = torch.ones(1, 1, *latent[2:])
+    mask[:, :, :1] = 0.0
+    return {"time_dim_replace": torch.randn(latent[0], latent[1], 1, *latent[3:], generator=g), "concat_mask": mask}
+
+
 def fixture(name: str, comfy_config: str, unet: dict, latent: tuple, **kw) -> Fixture:
     return Fixture(name, comfy_config, unet, latent, None, "visual_embeddings", "out_layer", pooled_dim=32,
                    settings=SETTINGS, **kw)
@@ -57,6 +67,7 @@ SPEC = FamilySpec(
     presets=(),  # no published table: self-calibration
     hook="block_swap",  # ComfyUI's original_block for this loop passes keywords the block does not take
     fixtures=(fixture("kandinsky5", "Kandinsky5", VIDEO, (1, 16, 3, 16, 16), bench=BENCH),
+              fixture("kandinsky5_i2v", "Kandinsky5", VIDEO, (1, 16, 3, 16, 16), extras=i2v_extras),
               fixture("kandinsky5_image", "Kandinsky5Image", IMAGE, (1, 16, 16, 16))),
     examples=(Example("kandinsky5_t2v_lite.json", "text_to_image", dict(
         unet="kandinsky5lite_t2v_sft_5s.safetensors",
