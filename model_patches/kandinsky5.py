@@ -14,7 +14,8 @@ back. Should ComfyUI fix the keywords, the loop still calls blocks without repla
 Outside the cached span: the text embedding, the `text_transformer_blocks` (they refine the text before
 the visual loop, run on every call, skipped or not, and feed the visual blocks' cross-attention), the
 time and pooled-text embeddings, the visual embedding, and after the loop `out_layer` (modulated norm,
-projection, unpatchify). The head is visual_transformer_blocks[0], the tail the last one.
+projection, unpatchify). The head is visual_transformer_blocks[0], the tail the last one (Video Lite: 32
+visual blocks, 2 text blocks, as the class defaults; ComfyUI counts them from each checkpoint).
 
 Token layout: the visual blocks see one stream, the patch-embedded latent [B, T, H, W, C] flattened to
 [B, T*H*W, C]; text reaches them by cross-attention only, so every token of the stream is an image token
@@ -30,7 +31,8 @@ the tests run text-to-video, image-to-video (these conds) and text-to-image.
 There is NO published MagCache table for Kandinsky 5: 'auto' self-calibrates on a model's first run."""
 from .spec import BlockGroup, Example, FamilySpec, Fixture
 
-# Tiny instances of ComfyUI's class (sizes ours; the keys are what model_detection gives a checkpoint).
+# Tiny instances of ComfyUI's class (sizes ours; in_text_dim / in_text_dim2 are the widths of the tiny text and
+# pooled conditioning, 3584 (Qwen2.5-VL) and 768 (CLIP-L) in the real models).
 # head_dim = sum(axes_dims) = 32: two heads at model_dim 64. The video model's input is the 16-channel
 # latent + ComfyUI's concat_cond (16 image + 1 mask channels): 33 channels x a 1x2x2 patch = 132.
 VIDEO = dict(image_model="kandinsky5", in_visual_dim=16, out_visual_dim=16, in_text_dim=64, in_text_dim2=32,
@@ -38,7 +40,8 @@ VIDEO = dict(image_model="kandinsky5", in_visual_dim=16, out_visual_dim=16, in_t
              num_visual_blocks=3, axes_dims=(8, 12, 12))
 # Image Lite: no concat_cond (16 channels x 1x2x2 = 64), rope not rescaled (as model_detection sets it).
 IMAGE = dict(VIDEO, visual_embed_dim=64, rope_scale_factor=(1.0, 1.0, 1.0))
-# The benchmark's mid size: hidden 512, 8 heads of 64, 8 visual blocks, text and pooled widths of the bench.
+# The mid size for the benchmark: hidden 512, 8 heads of 64, 8 visual blocks (58.9M parameters), the bench's text
+# and pooled widths. The benchmark does not measure self-calibrated families yet (benchmarks/families.py).
 BENCH = dict(unet=dict(model_dim=512, ff_dim=2048, time_dim=512, num_visual_blocks=8, axes_dims=(16, 24, 24),
                        in_text_dim=512, in_text_dim2=512),
              latent=(1, 16, 4, 32, 32), patch=(1, 2, 2), hidden=512, cfg=5.0, pooled_dim=512)
