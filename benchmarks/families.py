@@ -51,10 +51,8 @@ def family(name: str, spec: FamilySpec, fixture: Fixture) -> Family:
                   float(b["cfg"]), int(b.get("text_dim", 512)), int(b.get("pooled_dim") or 0))
 
 
-# In the registry's order; fixtures without a bench size are not benchmarked, nor yet those of a family
-# without a table (self-calibrated): the benchmark runs a preset's step count and recommended settings.
-FAMILIES: dict[str, Family] = {name: family(name, spec, fx) for name, (spec, fx) in FIXTURES.items()
-                               if fx.bench and fx.preset is not None}
+# In the registry's order; fixtures without a bench size are not benchmarked.
+FAMILIES: dict[str, Family] = {name: family(name, spec, fx) for name, (spec, fx) in FIXTURES.items() if fx.bench}
 
 
 def build(fam: Family, device: torch.device):

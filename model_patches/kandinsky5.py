@@ -40,8 +40,8 @@ VIDEO = dict(image_model="kandinsky5", in_visual_dim=16, out_visual_dim=16, in_t
              num_visual_blocks=3, axes_dims=(8, 12, 12))
 # Image Lite: no concat_cond (16 channels x 1x2x2 = 64), rope not rescaled (as model_detection sets it).
 IMAGE = dict(VIDEO, visual_embed_dim=64, rope_scale_factor=(1.0, 1.0, 1.0))
-# The mid size for the benchmark: hidden 512, 8 heads of 64, 8 visual blocks (58.9M parameters), the bench's text
-# and pooled widths. The benchmark does not measure self-calibrated families yet (benchmarks/families.py).
+# The benchmark's size (ours): hidden 512, 8 heads of 64, 8 visual blocks (58.9M parameters), 1024 image tokens,
+# the benchmark's text and pooled widths; CFG as the SFT models use it.
 BENCH = dict(unet=dict(model_dim=512, ff_dim=2048, time_dim=512, num_visual_blocks=8, axes_dims=(16, 24, 24),
                        in_text_dim=512, in_text_dim2=512),
              latent=(1, 16, 4, 32, 32), patch=(1, 2, 2), hidden=512, cfg=5.0, pooled_dim=512)
