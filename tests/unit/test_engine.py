@@ -286,3 +286,13 @@ def test_a_hidden_state_that_is_no_token_tensor_switches_caching_off():
     engine.CachedBlock.begin(run, call, (torch.zeros(2, 3, 4), torch.zeros(1, 3, 4)), {
         "sample_sigmas": SIGMAS, "sigmas": SIGMAS[:1], "cond_or_uncond": [0, 1]})
     assert not call.active and "not a [batch, tokens, channels] tensor" in run.state.disabled_reason
+
+
+def test_a_swapped_block_called_without_its_hidden_state_first_switches_caching_off_and_still_runs():
+    model = ToyStack()
+    hook(toy_stack_spec(), model)
+    run = engine.Run(engine.Settings(toy_stack_spec(), FLAT))
+    x = torch.randn(1, 6, 4)
+    want = model.layers._modules["0"](x.clone(), torch.zeros(1, 1, 4))
+    got = model.layers[0](x=x.clone(), c=torch.zeros(1, 1, 4), transformer_options={engine.RUN_KEY: run})
+    assert torch.equal(got, want) and "not called with the hidden state first" in run.state.disabled_reason
