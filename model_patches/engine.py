@@ -124,6 +124,16 @@ class Run:
             if self.preset is None:
                 self.state.disable("the connected calibration has no result yet (its sampler has not run)")
         self._tables: dict = {}
+        self.uncached_seen: set = set()
+
+    def warn_uncached(self, option: str) -> None:
+        """One warning per run and option: calls carrying it are computed in full, outside the cache."""
+        with self.lock:
+            if option in self.uncached_seen:
+                return
+            self.uncached_seen.add(option)
+        log.warning("MagCache: model calls with transformer_options[%r] (another function than the sampled "
+                    "model under the same cond/uncond keys) run every block and do not use the cache", option)
 
     def tables(self, preset, steps: int):
         table = preset if isinstance(preset, Preset) else get_preset(preset)
@@ -300,6 +310,14 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
     if run is None:
         return executor(*args, **kwargs)
     settings = run.settings
+    perturbed = uncached_option(settings.spec, to)
+    if perturbed is not None:  # another function than the sampled model under the same branch keys
+        run.warn_uncached(perturbed)
+        token = CURRENT_CALL.set(None)  # its blocks only forward: no state read, written or measured
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            CURRENT_CALL.reset(token)
     preset = run.preset
     if preset is None:
         try:
@@ -324,6 +342,11 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     finally:
         CURRENT_CALL.reset(token)
+
+
+def uncached_option(spec: FamilySpec, to: dict) -> Optional[str]:
+    """The first of the spec's uncached_options this call's transformer_options hold, if any."""
+    return next((k for k in spec.uncached_options if k in to), None)
 
 
 def outer_sample_wrapper(executor, *args, **kwargs):
