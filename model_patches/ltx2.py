@@ -87,7 +87,8 @@ SPEC = FamilySpec(
              "model_type auto self-calibrates: the first run of a model computes every step (output identical to "
              "no MagCache) and saves its ratios as a profile, later runs use it. The video and audio streams are "
              "skipped together. thresh 0.24 / retention 0.2 / K 3 are this pack's choice, not the MagCache "
-             "authors'. STG / modality-guidance passes (ComfyUI 0.33) are computed in full. Files: "
+             "authors'. STG / modality-guidance passes (ComfyUI 0.33) are computed in full. The video is saved as "
+             "WebM and the sound as FLAC (on ComfyUI 0.33, CreateVideo + SaveVideo make one file with both). Files: "
              "models/checkpoints/ltx-2-19b-dev-fp8.safetensors (model, video VAE and audio VAE), "
              "models/text_encoders/gemma_3_12B_it.safetensors.")),),
 )
