@@ -2,7 +2,7 @@
 
 - Every transformer block gets a hook (CachedBlock): a replacement in patches_replace["dit"]
   (chained onto any replacement another node put there), or, for block loops that do not read
-  those, a wrapper handed out by the block-list swap (CachedBlockList). On a computed call the head clones its input and the tail
+  those, a wrapper handed out by the block-list swap (swap.py). On a computed call the head clones its input and the tail
   stores tail-output minus head-input (image tokens) per branch; on a skipped call no block runs
   and the tail hands on head-input + cached residual.
 - A DIFFUSION_MODEL wrapper marks the span of one model call (and picks the preset for 'auto'):
@@ -33,6 +33,7 @@ from ..magcache.text import clip
 from . import node_text, selfcal
 from .selfcal import MEASURING, Plan, SelfCalibration
 from .spec import BlockGroup, FamilySpec
+from .swap import CachedBlockList, SwappedBlock, swapped_lists  # noqa: F401  (re-exported)
 
 log = logging.getLogger("MagCache")
 
@@ -124,16 +125,6 @@ class Run:
             if self.preset is None:
                 self.state.disable("the connected calibration has no result yet (its sampler has not run)")
         self._tables: dict = {}
-        self.uncached_seen: set = set()
-
-    def warn_uncached(self, option: str) -> None:
-        """One warning per run and option: calls carrying it are computed in full, outside the cache."""
-        with self.lock:
-            if option in self.uncached_seen:
-                return
-            self.uncached_seen.add(option)
-        log.warning("MagCache: model calls with transformer_options[%r] (another function than the sampled "
-                    "model under the same cond/uncond keys) run every block and do not use the cache", option)
 
     def tables(self, preset, steps: int):
         table = preset if isinstance(preset, Preset) else get_preset(preset)
@@ -202,6 +193,14 @@ class CachedBlock:
 
     def __init__(self, group: BlockGroup, is_head: bool, is_tail: bool, inner=None):
         self.group, self.is_head, self.is_tail, self.inner = group, is_head, is_tail, inner
+
+    def refuse(self, to: dict, reason: str) -> None:
+        """Caching off for the run of this call (one warning at the end), e.g. a block called in a way
+        its spec does not declare."""
+        run = to.get(RUN_KEY)
+        if run is not None:
+            with run.lock:
+                run.state.disable(reason)
 
     def compute(self, args: dict, extra: dict) -> dict:
         if self.inner is not None:  # another node's replacement at this key: keep it in the chain
@@ -310,14 +309,12 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
     if run is None:
         return executor(*args, **kwargs)
     settings = run.settings
-    perturbed = uncached_option(settings.spec, to)
-    if perturbed is not None:  # another function than the sampled model under the same branch keys
-        run.warn_uncached(perturbed)
-        token = CURRENT_CALL.set(None)  # its blocks only forward: no state read, written or measured
-        try:
-            return executor(*args, **kwargs)
-        finally:
-            CURRENT_CALL.reset(token)
+    perturbed = settings.spec.uncached_by(to)
+    if perturbed is not None:  # another function under the same branch keys: its blocks only forward (no Call)
+        with run.lock:
+            run.state.warn_once(perturbed, "MagCache: model calls with transformer_options[%r] (another function than "
+                                "the sampled model under the cond's keys) run every block, outside the cache", perturbed)
+        return executor(*args, **kwargs)
     preset = run.preset
     if preset is None:
         try:
@@ -342,11 +339,6 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     finally:
         CURRENT_CALL.reset(token)
-
-
-def uncached_option(spec: FamilySpec, to: dict) -> Optional[str]:
-    """The first of the spec's uncached_options this call's transformer_options hold, if any."""
-    return next((k for k in spec.uncached_options if k in to), None)
 
 
 def outer_sample_wrapper(executor, *args, **kwargs):
@@ -431,73 +423,6 @@ def replacements(spec: FamilySpec, diffusion_model, existing: dict) -> dict:
     return out
 
 
-class SwappedBlock:
-    """One block of a swapped list as its loop calls it, routed through the same head/tail logic as a
-    block replacement: block(hidden, *args, **kwargs) -> hidden, or, with the group's swap_args, the
-    hidden states passed as those keywords and returned in that order (HiDream's double blocks)."""
-
-    __slots__ = ("module", "cached")
-
-    def __init__(self, module, cached: CachedBlock):
-        self.module, self.cached = module, cached
-
-    def __call__(self, *args, **kwargs):
-        group = self.cached.group
-        to = kwargs.get("transformer_options") or {}
-        if not group.swap_args:
-            def original(a):
-                return {group.key: self.module(a[group.key], *args[1:], **kwargs)}
-
-            return self.cached({group.key: args[0], "transformer_options": to}, {"original_block": original})[group.key]
-        if not all(name in kwargs for name in group.swap_args):  # called another way than the spec says
-            run = to.get(RUN_KEY)
-            if run is not None:
-                with run.lock:
-                    run.state.disable(f"{group.attr} blocks were not called with the keywords {', '.join(group.swap_args)}")
-            return self.module(*args, **kwargs)
-
-        def original(a):
-            kw = dict(kwargs, **{name: a[out] for out, name in zip(group.outputs, group.swap_args)})
-            got = self.module(*args, **kw)
-            return dict(zip(group.outputs, got if len(group.outputs) > 1 else (got,)))
-
-        given = {out: kwargs[name] for out, name in zip(group.outputs, group.swap_args)}
-        out = self.cached(dict(given, transformer_options=to), {"original_block": original})
-        return tuple(out[k] for k in group.outputs) if len(group.outputs) > 1 else out[group.key]
-
-
-class CachedBlockList(torch.nn.ModuleList):
-    """The block-list swap: the same block modules under the same names (so weight patches, LoRA,
-    offloading and CompileModel's per-call swaps see the original blocks), but iterating or indexing
-    it, as a block loop does, hands each block out wrapped in a SwappedBlock."""
-
-    def __init__(self, modules, cached: dict):
-        super().__init__(modules)
-        self.__dict__["magcache_blocks"] = cached  # index -> CachedBlock; plain attribute, not a submodule
-
-    def _wrap(self, i: int, module):
-        cached = self.magcache_blocks.get(i)
-        return SwappedBlock(module, cached) if cached is not None else module
-
-    def __iter__(self):
-        return (self._wrap(i, m) for i, m in enumerate(self._modules.values()))
-
-    def __getitem__(self, idx):
-        if isinstance(idx, slice):
-            return torch.nn.ModuleList(list(self._modules.values())[idx])
-        return self._wrap(idx % len(self), super().__getitem__(idx))
-
-
-def swapped_lists(spec: FamilySpec, diffusion_model) -> dict:
-    """{attribute: CachedBlockList} for a block_swap family: every group's list, same modules, wrapped."""
-    blocks = spec.blocks(diffusion_model)
-    out: dict = {}
-    for n, (group, i) in enumerate(blocks):
-        out.setdefault(group.attr, {})[i] = CachedBlock(group, n == 0, n == len(blocks) - 1)
-    return {attr: CachedBlockList(list(getattr(diffusion_model, attr)._modules.values()), cached)
-            for attr, cached in out.items()}
-
-
 def apply(model, spec: FamilySpec, config: MagCacheConfig, preset=None, calibrate: Optional[CalibrationHandle] = None,
           self_calibrate: Optional[SelfCalibration] = None):
     """Return a clone of the ModelPatcher `model` with MagCache hooked in; `model` is not touched."""
@@ -507,7 +432,7 @@ def apply(model, spec: FamilySpec, config: MagCacheConfig, preset=None, calibrat
     dm = model.get_model_object("diffusion_model")
     prefix = "diffusion_model._orig_mod" if dm is not unwrap(dm) else "diffusion_model"
     if spec.hook == "block_swap":  # a list already swapped by MagCache is replaced: newer settings win
-        for attr, blocks in swapped_lists(spec, unwrap(dm)).items():
+        for attr, blocks in swapped_lists(spec, unwrap(dm), CachedBlock).items():
             model.add_object_patch(f"{prefix}.{attr}", blocks)
     else:
         existing = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})

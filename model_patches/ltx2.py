@@ -68,8 +68,13 @@ TINY = dict(image_model="ltxav", num_layers=3, attention_head_dim=32, num_attent
 # (video [B, 128, frames, H, W], audio [B, 8, audio frames, 16]): the NestedTensor LTXVConcatAVLatent makes.
 LATENT = ((1, 128, 2, 4, 4), (1, 8, 6, 16))
 
-# No `bench` size: the benchmark (benchmarks/families.py) describes a family by one latent shape, one
-# token patch and one hidden width (image tokens, residual bytes); two streams of other widths do not fit it.
+# The benchmark's mid-size model (sizes ours; not run here): video 8 x 64, audio 8 x 32, 8 blocks; per
+# stream its latent, the latent cells of one token (an audio token is all 16 frequency bins) and its width.
+BENCH = dict(unet=dict(num_layers=8, attention_head_dim=64, num_attention_heads=8, cross_attention_dim=512,
+                       audio_attention_head_dim=32, audio_num_attention_heads=8, audio_cross_attention_dim=256,
+                       caption_channels=256, connector_attention_head_dim=64, connector_num_attention_heads=4),
+             latent=((1, 128, 4, 16, 16), (1, 8, 40, 16)), patch=((1, 1, 1), (1, 16)), hidden=(512, 256), cfg=2.0,
+             text_dim=512)
 SPEC = FamilySpec(
     name="LTX-2",
     model_classes=("comfy.ldm.lightricks.av_model.LTXAVModel",),
@@ -77,7 +82,7 @@ SPEC = FamilySpec(
     presets=(),  # no published table: self-calibration
     uncached_options=("stg_self_attn_blocks", "a2v_cross_attn", "v2a_cross_attn"),
     fixtures=(Fixture("ltx2", "LTXAV", TINY, LATENT, None, "patchify_proj", ("norm_out", "audio_norm_out"),
-                      head_input=head_input, settings=(0.24, 0.2, 3)),),  # no bench size: see below
+                      head_input=head_input, settings=(0.24, 0.2, 3), bench=BENCH),),
     examples=(Example("ltx2_t2v.json", "ltx2_t2v", dict(
         ckpt="ltx-2-19b-dev-fp8.safetensors", text_encoder="gemma_3_12B_it.safetensors", model_type="auto",
         settings=(0.24, 0.2, 3), steps=20, cfg=4.0, size=(768, 512, 97), frame_rate=25,

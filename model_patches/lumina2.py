@@ -40,9 +40,14 @@ ZIMAGE = dict(LUMINA2, dim=256, n_heads=8, n_kv_heads=8, ffn_dim_multiplier=8.0 
               z_image_modulation=True, time_scale=1000.0, pad_tokens_multiple=32)
 
 
-def fixture(name, comfy_config, unet) -> Fixture:
+# The benchmark's Z-Image (ours): 1024 image tokens of width 512, 8 layers.
+BENCH = dict(unet=dict(dim=512, n_heads=8, n_kv_heads=8, n_layers=8, cap_feat_dim=512, axes_dims=[16, 24, 24]),
+             latent=(1, 16, 64, 64), patch=(2, 2), hidden=512, cfg=1.0)
+
+
+def fixture(name, comfy_config, unet, bench=None) -> Fixture:
     return Fixture(name, comfy_config, unet, (1, 16, 16, 16), None, "x_embedder", "final_layer",
-                   head_input=head_input, settings=(0.24, 0.2, 3))
+                   head_input=head_input, settings=(0.24, 0.2, 3), bench=bench or {})
 
 
 SPEC = FamilySpec(
@@ -51,7 +56,7 @@ SPEC = FamilySpec(
     groups=(BlockGroup("double_block", "layers", outputs=("img",), image_tokens="all"),),
     presets=(),  # no published table: self-calibration
     hook="block_swap",
-    fixtures=(fixture("zimage", "ZImage", ZIMAGE), fixture("lumina2", "Lumina2", LUMINA2)),
+    fixtures=(fixture("zimage", "ZImage", ZIMAGE, BENCH), fixture("lumina2", "Lumina2", LUMINA2)),
     examples=(Example("z_image_turbo.json", "text_to_image", dict(
         unet="z_image_turbo_bf16.safetensors", clip=("CLIPLoader", ["qwen_3_4b.safetensors", "lumina2", "default"]),
         vae="ae.safetensors", model_type="auto", settings=(0.24, 0.2, 3), steps=9, cfg=1.0,

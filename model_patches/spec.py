@@ -172,6 +172,10 @@ class FamilySpec:
         """Whether this family takes this model instance (its class matched already)."""
         return self.accepts is None or bool(self.accepts(diffusion_model))
 
+    def uncached_by(self, transformer_options: dict) -> Optional[str]:
+        """The first of uncached_options a model call's transformer_options hold, if any."""
+        return next((k for k in self.uncached_options if k in transformer_options), None)
+
     @property
     def has_tables(self) -> bool:
         return bool(self.presets)

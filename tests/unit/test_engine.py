@@ -315,3 +315,13 @@ def test_calls_carrying_an_uncached_option_run_every_block_and_leave_the_cache_a
     _, shared = sample(ToyAV(), toy_av_spec(), FLAT, SIGMAS, x, txt, calls_per_step=[(1, 0), (0,)],
                        options=[{}, perturb])
     assert not torch.equal(shared.state.residual((COND, "uuid-0"))[0], plain.state.residual((COND, "uuid-0"))[0])
+
+
+def test_a_swapped_block_called_without_its_hidden_state_first_switches_caching_off_and_still_runs():
+    model = ToyStack()
+    hook(toy_stack_spec(), model)
+    run = engine.Run(engine.Settings(toy_stack_spec(), FLAT))
+    x = torch.randn(1, 6, 4)
+    want = model.layers._modules["0"](x.clone(), torch.zeros(1, 1, 4))
+    got = model.layers[0](x=x.clone(), c=torch.zeros(1, 1, 4), transformer_options={engine.RUN_KEY: run})
+    assert torch.equal(got, want) and "not called with the hidden state first" in run.state.disabled_reason
