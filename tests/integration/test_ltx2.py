@@ -1,8 +1,10 @@
 """LTX-2 beyond the generic family tests (test_families.py runs those on its tiny model): the guidance
-passes that call the model under the cond's keys with perturbed blocks (STG, ComfyUI 0.33), and a
-video-only run (a plain video latent: the audio stream is empty)."""
+passes that call the model under the cond's keys with perturbed blocks (STG, ComfyUI 0.33), a
+video-only run (a plain video latent: the audio stream is empty) and image-to-video (a noise mask:
+per-token timesteps, the given frame kept)."""
 import contextlib
 import importlib
+import math
 
 import pytest
 import torch
@@ -106,3 +108,44 @@ def test_a_video_only_run_caches_the_video_stream(comfy, user_dir):
         assert sorted({c["at"][0] for c in calls if b in c["at"][1] and c["blocks"] == 0}) == want[b]
     assert all(c["blocks"] in (0, 3) for c in calls)
     assert torch.isfinite(cached).all() and not torch.equal(cached, ref)
+
+
+def test_image_to_video_conditioning_frames_are_cached_with_the_video_stream(comfy, user_dir):
+    """I2V as LTXVImgToVideoInplace sets it up: the first latent frame given, a noise mask of 0 there
+    (per-token timesteps in the model). The whole video stream is cached; the run keeps the given frame
+    as ComfyUI does, follows the rule on the measured ratios, and its first run is the plain one."""
+    from comfy.nested_tensor import NestedTensor  # (not `import comfy...`: the fixture `comfy` is the nodes)
+
+    video_shape, audio_shape = CASE_LATENT
+    g = torch.Generator().manual_seed(5)
+    video = torch.zeros(video_shape)
+    video[:, :, :1] = torch.randn(video_shape[0], video_shape[1], 1, *video_shape[3:], generator=g)
+    mask = torch.ones(video_shape[0], 1, *video_shape[2:])
+    mask[:, :, :1] = 0.0
+
+    def av(v, a):
+        return NestedTensor([v, a])
+
+    latent, noise_mask = av(video, torch.zeros(audio_shape)), av(mask, torch.ones(audio_shape[0], 1, *audio_shape[2:]))
+    model = tiny_model("ltx2")
+    pos, neg = conds("ltx2")
+    ref = sample(model, pos, neg, seed=3, latent=latent, noise_mask=noise_mask, steps=STEPS)
+    out = sample(magcache(comfy, model, "auto", settings_for(CASE)), pos, neg, seed=3, latent=latent,
+                 noise_mask=noise_mask, steps=STEPS)  # self-calibration: every step computed
+    assert torch.equal(out, ref)
+    from comfyui_magcache.magcache import load_profile
+
+    table, _ = load_profile(sorted((user_dir / "magcache").glob("*.json"))[0])
+    with calls_of(model.model.diffusion_model) as calls:
+        cached = sample(magcache(comfy, model, "auto", settings_for(CASE)), pos, neg, seed=3, latent=latent,
+                        noise_mask=noise_mask, steps=STEPS)
+    want = expected(CASE, settings_for(CASE), (COND, UNCOND), table)
+    assert want[COND]
+    for b in (COND, UNCOND):
+        assert sorted({c["at"][0] for c in calls if b in c["at"][1] and c["blocks"] == 0}) == want[b]
+    def first_frame(packed):  # packed: the video stream first
+        return packed.flatten()[:math.prod(video_shape)].reshape(video_shape)[:, :, :1]
+
+    # the given frame is kept (up to the latent format's scaling round trip), as without MagCache
+    assert torch.equal(first_frame(cached), first_frame(ref)) and not torch.equal(cached, ref)
+    assert torch.allclose(first_frame(cached), video[:, :, :1], atol=1e-5)
