@@ -309,6 +309,12 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
     if run is None:
         return executor(*args, **kwargs)
     settings = run.settings
+    perturbed = settings.spec.uncached_by(to)
+    if perturbed is not None:  # another function under the same branch keys: its blocks only forward (no Call)
+        with run.lock:
+            run.state.warn_once(perturbed, "MagCache: model calls with transformer_options[%r] (another function than "
+                                "the sampled model under the cond's keys) run every block, outside the cache", perturbed)
+        return executor(*args, **kwargs)
     preset = run.preset
     if preset is None:
         try:
