@@ -20,6 +20,7 @@ driven by plain block loops in unit tests.
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 import logging
 import threading
@@ -475,6 +476,20 @@ def swapped_lists(spec: FamilySpec, diffusion_model) -> dict:
             for attr, cached in out.items()}
 
 
+def own_swapped_lists(main, copy) -> None:
+    """CallbacksMP ON_DEEPCLONE_MULTIGPU / ON_MATCH_MULTIGPU_CLONES: a device's copy of the model (MultiGPU
+    CFG Split) inherits the main model's object patches, whose swapped lists hold the MAIN model's block
+    modules; each swapped list is rebuilt around the copy's own modules (same hooks), so every device
+    runs its own blocks, and CompileModel's per-call swaps of one device never touch another's list."""
+    for path, swapped in list(copy.object_patches.items()):
+        if not isinstance(swapped, CachedBlockList):
+            continue
+        backup = getattr(copy, "object_patches_backup", None) or {}
+        # the copy's own list: its unpatched original, or the list now on its model (unpatched, or its own swap)
+        own = backup[path] if path in backup else functools.reduce(getattr, path.split("."), copy.model)
+        copy.add_object_patch(path, CachedBlockList(list(own._modules.values()), swapped.magcache_blocks))
+
+
 def apply(model, spec: FamilySpec, config: MagCacheConfig, preset=None, calibrate: Optional[CalibrationHandle] = None,
           self_calibrate: Optional[SelfCalibration] = None):
     """Return a clone of the ModelPatcher `model` with MagCache hooked in; `model` is not touched."""
@@ -486,6 +501,13 @@ def apply(model, spec: FamilySpec, config: MagCacheConfig, preset=None, calibrat
     if spec.hook == "block_swap":  # a list already swapped by MagCache is replaced: newer settings win
         for attr, blocks in swapped_lists(spec, unwrap(dm)).items():
             model.add_object_patch(f"{prefix}.{attr}", blocks)
+        from comfy.patcher_extension import CallbacksMP
+
+        for name in ("ON_DEEPCLONE_MULTIGPU", "ON_MATCH_MULTIGPU_CLONES"):  # ComfyUI versions with comfy.multigpu
+            kind = getattr(CallbacksMP, name, None)
+            if kind is not None:
+                model.remove_callbacks_with_key(kind, WRAPPER_KEY)
+                model.add_callback_with_key(kind, WRAPPER_KEY, own_swapped_lists)
     else:
         existing = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
         for (kind, i), patch in replacements(spec, unwrap(dm), existing).items():
