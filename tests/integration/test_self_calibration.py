@@ -191,3 +191,71 @@ def test_flux2_edit_with_reference_latents(comfy, user_dir, caplog):
     with caplog.at_level(logging.INFO, logger="MagCache"):
         sample(patched, *t2i, seed=3, steps=STEPS, latent_shape=shape)
     assert f"table profile:{plain_profile.stem}" in caplog.text and len(profiles(user_dir)) == 2
+
+
+def omni_head_input(dm, put) -> list:
+    """Z-Image Omni's head input: the refined caption tokens, the refined SigLIP tokens, then the refined
+    reference and image tokens (the stream NextDiT's layers run on)."""
+    parts = {}
+
+    def keep(key):
+        def hook(module, args, output):
+            parts[key] = output.detach()
+        return hook
+
+    def on_image(module, args, output):
+        put(torch.cat((parts.pop("caption"), parts.pop("siglip"), output.detach()), dim=1))
+
+    return [dm.context_refiner[-1].register_forward_hook(keep("caption")),
+            dm.siglip_refiner[-1].register_forward_hook(keep("siglip")),
+            dm.noise_refiner[-1].register_forward_hook(on_image)]
+
+
+def test_zimage_omni_through_the_whole_stream_cache(comfy, user_dir):
+    """Z-Image Omni (ComfyUI's NextDiT with a SigLIP embedder, run with reference latents and SigLIP image
+    features): the layers carry [caption, SigLIP, reference image, image] tokens; the whole stream is cached
+    (the family's layout), so it works as plain Z-Image: first run measured (its own 'edit' profile), then
+    the rule's skips, skipped output = head input + residual. Tiny sizes ours."""
+    import dataclasses
+    import inspect
+    import types
+
+    from comfy.ldm.lumina.model import NextDiT
+
+    if "siglip_feat_dim" not in inspect.signature(NextDiT.__init__).parameters:
+        pytest.skip("this ComfyUI's NextDiT has no Z-Image Omni (no siglip_feat_dim / SigLIP embedder)")
+    name = "zimage"
+    shape = TINY[name].latent
+    case = dataclasses.replace(CASES[name], head_input=omni_head_input)
+    model = tiny_model(name, siglip_feat_dim=32)
+    assert model.model.diffusion_model.siglip_embedder is not None
+    g = torch.Generator().manual_seed(7)
+    side = {"reference_latents": [torch.randn((1, shape[1], 8, 12), generator=g)],
+            "clip_vision_outputs": [types.SimpleNamespace(image_sizes=[(3, 64, 96)],
+                                                          last_hidden_state=torch.randn(1, 24, 32, generator=g))]}
+    pos, neg = conds(name, positive=side, negative=side)
+    patched = magcache(comfy, model)
+
+    ref = sample(model, pos, neg, seed=1, steps=STEPS, latent_shape=shape)
+    with observe(case, model.model.diffusion_model) as calls:
+        out = sample(patched, pos, neg, seed=1, steps=STEPS, latent_shape=shape)
+    assert torch.equal(out, ref) and all(c["blocks"] > 0 for c in calls)
+    # caption (8 tokens, padded to 32) + reference caption pad (32) + SigLIP (24, padded to 32) + reference
+    # image (24, padded to 32) + image (64): far more than the image's own tokens
+    assert {c["head"].shape[1] for c in calls} == {c["final"].shape[1] for c in calls} and calls[0]["head"].shape[1] > 64 + 32
+    [path] = profiles(user_dir)
+    assert path.stem.endswith(" edit")
+    table, _ = load_profile(path)
+
+    with observe(case, model.model.diffusion_model) as calls:
+        sample(patched, pos, neg, seed=2, steps=STEPS, latent_shape=shape)
+    want = rule(table, STEPS)
+    assert want[COND] and {b: skipped(calls, b) for b in (COND, UNCOND)} == want
+    residual, checked = None, 0
+    for c in calls:
+        if c["blocks"] == 0:
+            assert torch.equal(c["final"], c["head"] + residual)
+            checked += 1
+        else:
+            residual = c["final"] - c["head"]
+    assert checked == len(want[COND])
