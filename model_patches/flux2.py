@@ -21,6 +21,9 @@ TINY = dict(image_model="flux2", in_channels=128, out_channels=128, vec_in_dim=N
             theta=2000, patch_size=1, qkv_bias=False, guidance_embed=True, txt_ids_dims=[3],
             global_modulation=True, mlp_silu_act=True, ops_bias=False, default_ref_method="index",
             ref_index_scale=10.0)
+# A checkpoint ComfyUI's loader detects as Flux.2 (server test): heads of 128 over axes 4 x 32. ComfyUI 0.33
+# derives the head count from the width; 0.8.0 fixes it at 48 (hidden 6144, 2B+ parameters: not run there).
+LOADABLE = dict(hidden_size=256, num_heads=2, axes_dim=[32, 32, 32, 32])
 
 SPEC = FamilySpec(
     name="Flux.2",
@@ -30,7 +33,7 @@ SPEC = FamilySpec(
     retention_round_half_up=FLUX1.retention_round_half_up,
     accepts=is_flux2,
     fixtures=(Fixture("flux2", "Flux2", TINY, (1, 128, 8, 8), None, "img_in", "final_layer", guidance=3.5,
-                      pooled_dim=32, settings=(0.24, 0.2, 3), text_pad=512),),
+                      pooled_dim=32, settings=(0.24, 0.2, 3), text_pad=512, checkpoint=LOADABLE),),
     examples=(Example("flux2.json", "text_to_image", dict(
         unet="flux2_dev_fp8mixed.safetensors", clip=("CLIPLoader", ["mistral_3_small_flux2_bf16.safetensors", "flux2",
                                                                      "default"]),
@@ -42,5 +45,5 @@ SPEC = FamilySpec(
              "and saves its ratios as a profile, later runs use it. thresh 0.24 / retention 0.2 / K 3 are this "
              "pack's choice, not the MagCache authors'. Files: models/diffusion_models/flux2_dev_fp8mixed."
              "safetensors, models/text_encoders/mistral_3_small_flux2_bf16.safetensors, "
-             "models/vae/flux2-vae.safetensors.")),),
+             "models/vae/flux2-vae.safetensors."), run="flux2"),),
 )

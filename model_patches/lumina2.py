@@ -40,9 +40,15 @@ ZIMAGE = dict(LUMINA2, dim=256, n_heads=8, n_kv_heads=8, ffn_dim_multiplier=8.0 
               z_image_modulation=True, time_scale=1000.0, pad_tokens_multiple=32)
 
 
-def fixture(name, comfy_config, unet) -> Fixture:
+# A checkpoint ComfyUI's loader detects as Z-Image: it knows Z-Image by its width (3840, 30 heads), and the
+# refiners keep their default depth (2 each): one layer makes 0.9B parameters, so the server run is slow.
+LOADABLE_ZIMAGE = dict(dim=3840, n_heads=30, n_kv_heads=30, axes_dims=[32, 48, 48], n_layers=1, n_refiner_layers=2,
+                       multiple_of=256)
+
+
+def fixture(name, comfy_config, unet, **kw) -> Fixture:
     return Fixture(name, comfy_config, unet, (1, 16, 16, 16), None, "x_embedder", "final_layer",
-                   head_input=head_input, settings=(0.24, 0.2, 3))
+                   head_input=head_input, settings=(0.24, 0.2, 3), **kw)
 
 
 SPEC = FamilySpec(
@@ -51,7 +57,8 @@ SPEC = FamilySpec(
     groups=(BlockGroup("double_block", "layers", outputs=("img",), image_tokens="all"),),
     presets=(),  # no published table: self-calibration
     hook="block_swap",
-    fixtures=(fixture("zimage", "ZImage", ZIMAGE), fixture("lumina2", "Lumina2", LUMINA2)),
+    fixtures=(fixture("zimage", "ZImage", ZIMAGE, checkpoint=LOADABLE_ZIMAGE, slow=True),
+              fixture("lumina2", "Lumina2", LUMINA2)),
     examples=(Example("z_image_turbo.json", "text_to_image", dict(
         unet="z_image_turbo_bf16.safetensors", clip=("CLIPLoader", ["qwen_3_4b.safetensors", "lumina2", "default"]),
         vae="ae.safetensors", model_type="auto", settings=(0.24, 0.2, 3), steps=9, cfg=1.0,
@@ -61,5 +68,6 @@ SPEC = FamilySpec(
              "published MagCache table, so model_type auto self-calibrates: the first run of a model computes every "
              "step and saves its ratios as a profile, later runs use it. thresh 0.24 / retention 0.2 / K 3 are this "
              "pack's choice, not the MagCache authors'; at 9 steps expect few skips. Files: models/diffusion_models/"
-             "z_image_turbo_bf16.safetensors, models/text_encoders/qwen_3_4b.safetensors, models/vae/ae.safetensors.")),),
+             "z_image_turbo_bf16.safetensors, models/text_encoders/qwen_3_4b.safetensors, models/vae/ae.safetensors."),
+        run="zimage"),),
 )
