@@ -453,3 +453,31 @@ def test_each_device_runs_its_own_blocks(nodes, name, user_dir):
             watch.close()
         assert all(c["blocks"] > 0 for calls in watch.calls.values() for c in calls), order
         assert torch.equal(out, plain), order
+
+
+@pytest.mark.parametrize("steps", [("compile", "magcache", "split"), ("split", "magcache", "compile")],
+                         ids=["compile-magcache-split", "split-magcache-compile"])
+def test_compile_model_with_the_split_on_the_block_list_swap(nodes, steps, monkeypatch, user_dir):
+    """Z-Image: CompileModel swaps compiled blocks into each device's own swapped list for its calls (on a
+    list shared by the devices, the two threads would swap each other's blocks). The other device's copy
+    has other weights; outputs as the eager split's on the same profile."""
+    from comfyui_magcache.model_patches import compile as compile_module
+
+    name = "zimage"
+    settings, shape = TINY[name].settings, TINY[name].latent
+    wrapped = []
+    real_compile = torch.compile
+    monkeypatch.setattr(compile_module.torch, "compile", lambda module, **kw: wrapped.append(module) or
+                        real_compile(module, **kw))
+    pos, neg = conds(name)
+    eager = nodes.build(nodes.base(name=name, clone_seed=1), ["magcache", "split"], settings)
+    sample(eager, pos, neg, seed=9, steps=6, cfg=CFG, latent_shape=shape)  # measures the profile every run reads
+    refs = [sample(eager, pos, neg, seed=s, steps=6, cfg=CFG, latent_shape=shape) for s in (0, 1)]
+    compiled = nodes.build(nodes.base(name=name, clone_seed=1), steps, settings)
+    with torch.inference_mode():
+        outs = [sample(compiled, pos, neg, seed=s, steps=6, cfg=CFG, latent_shape=shape) for s in (0, 1)]
+    devices = [compiled.model.diffusion_model, other_device_model(compiled)]
+    assert {id(b) for b in wrapped} == {id(b) for dm in devices for b in dm.layers._modules.values()}
+    assert len(wrapped) == 2 * len(devices[0].layers)
+    for out, ref in zip(outs, refs):
+        assert (out - ref).abs().max().item() < 1e-4
