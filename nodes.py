@@ -14,6 +14,7 @@ from .magcache.plot import plot_calibration
 from .magcache.profiles import ProfileError, check_name, fingerprint, profile_path
 from .magcache.text import clip, show
 from .model_patches import (
+    ALL_SPECS,
     AUTO_CALIBRATE,
     MODEL_TYPES,
     UnsupportedModel,
@@ -28,6 +29,10 @@ from .model_patches.compile import BACKENDS, MODES, apply_compile, compile_kwarg
 from .model_patches.selfcal import SelfCalibration
 
 log = logging.getLogger("MagCache")
+
+# For the tooltips, from the registry: every family, and those without a published table.
+FAMILIES = ", ".join(spec.name for spec in ALL_SPECS)
+SELF_CALIBRATED = " and ".join(", ".join(s.name for s in ALL_SPECS if not s.has_tables).rsplit(", ", 1))
 
 RATIOS = io.Custom("MAGCACHE_RATIOS")
 PROFILE_PREFIX = "profile:"
@@ -78,9 +83,8 @@ class MagCache(io.ComfyNode):
             description="Skips the transformer blocks on steps where the calibrated magnitude ratios say "
                         "the cached residual is good enough. Put it after the model loader (or LoRA).",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model to accelerate: Flux, Flux-Kontext, Chroma, "
-                                                "HunyuanVideo (1, 1.5), Wan2.1/2.2 (T2V, I2V, TI2V, VACE), "
-                                                "Qwen-Image or Qwen-Image-Edit."),
+                io.Model.Input("model", tooltip=f"The diffusion model to accelerate, of a supported family: "
+                                                f"{FAMILIES} (variants: README support matrix)."),
                 io.Combo.Input("model_type", options=list(MODEL_TYPES) + profiles, default="wan2.1_t2v_1.3B",
                                tooltip="Which calibrated ratio table to use. 'auto' picks it from the loaded "
                                        "model and the run (Kontext and Qwen-Image-Edit by reference latents, "
@@ -88,7 +92,7 @@ class MagCache(io.ComfyNode):
                                        "and I2V resolution, HunyuanVideo version); "
                                        "Wan2.2 A14B experts need wan2.2_t2v_14B / wan2.2_i2v_14B; "
                                        "'profile:...' are your saved calibrations. A table for another family "
-                                       "than the loaded model is an error. Flux.2 and Lumina 2 / Z-Image have no "
+                                       f"than the loaded model is an error. {SELF_CALIBRATED} have no "
                                        "published table: 'auto' computes every step of their first run, saves "
                                        "the measured ratios as a profile of that model, sampler and scheduler "
                                        "and uses it from the next run on; 'auto_calibrate' does the same on any "

@@ -23,6 +23,7 @@ from pack_time import pack_seconds_per_call
 from probe import Probe
 
 WARMUP_STEPS = 2
+SELF_CALIBRATED_STEPS = 20  # ours: a family without a table has no calibrated step count
 
 
 def overhead_figures(runs: dict, steps: int) -> dict:
@@ -85,16 +86,28 @@ def bench_family(name: str, opts, nodes, messages, device) -> tuple[dict, dict |
     pos, neg = conditioning(fam)
     from comfyui_magcache.magcache import get_preset
 
-    preset = get_preset(fam.preset)
-    steps = opts.steps or preset.steps
+    if fam.preset is not None:
+        preset = get_preset(fam.preset)
+        steps = opts.steps or preset.steps
+        thresh, retention, K = preset.recommended
+    else:  # no published table: 'auto' self-calibrates, settings are the fixture's (ours)
+        steps = opts.steps or SELF_CALIBRATED_STEPS
+        thresh, retention, K = fam.fixture.settings
     picked = auto_preset(fam, model, steps)
     if picked != fam.preset:
         raise RuntimeError(f"{name}: 'auto' picks {picked}, the benchmark expects {fam.preset}")
-    thresh, retention, K = preset.recommended
     short = max(3, round(steps / 10))  # overhead rounds: short runs, many alternations
 
     def magcache(k=K, start=0, m=model):
         return nodes.MagCache.execute(m, "auto", thresh, retention, k, start, -1).result[0]
+
+    calibration = None
+    if fam.preset is None:  # the first run of this model measures and saves its profile (untimed)
+        with torch.inference_mode():
+            first = timed_run(magcache(), fam, pos, neg, steps, device, messages)
+        calibration = [line for line in first.log if "self-calibration" in line][-1:]
+        if not calibration:
+            raise RuntimeError(f"{name}: the first 'auto' run did not self-calibrate: {first.log}")
 
     probe = Probe(fam.spec, diffusion_model)
     # plain_again: the same model once more, an A/A pair that shows the timing noise of the machine
@@ -102,8 +115,8 @@ def bench_family(name: str, opts, nodes, messages, device) -> tuple[dict, dict |
     decision = magcache(k=0)
     speed = {"plain": model, "magcache": magcache()}
     print(f"\n[{name}] {type(diffusion_model).__name__}, {params / 1e6:.1f}M params, "
-          f"{fam.image_tokens} image tokens, euler {steps} steps, cfg {fam.cfg:g}, preset {fam.preset} "
-          f"{thresh:g}/{retention:g}/{K}", flush=True)
+          f"{fam.image_tokens} image tokens, euler {steps} steps, cfg {fam.cfg:g}, preset "
+          f"{fam.preset or 'self-calibrated (ours)'} {thresh:g}/{retention:g}/{K}", flush=True)
     with torch.inference_mode():
         for m in (*overhead.values(), decision, speed["magcache"]):  # warm-up: first-call costs out of the timings
             timed_run(m, fam, pos, neg, min(WARMUP_STEPS, steps), device, messages)
@@ -123,7 +136,8 @@ def bench_family(name: str, opts, nodes, messages, device) -> tuple[dict, dict |
         figures.update(speed_figures(fam, steps, interleaved(speed, run, opts.repeats, opts.retries), probe))
         figures.update(steps=steps, cfg=fam.cfg, settings={"thresh": thresh, "retention": retention, "K": K},
                        params=params, model_class=type(diffusion_model).__name__,
-                       image_tokens=fam.image_tokens, text_tokens=TEXT_TOKENS, preset=fam.preset)
+                       image_tokens=fam.image_tokens, text_tokens=TEXT_TOKENS,
+                       preset=fam.preset or "self-calibrated", self_calibration=calibration)
         compiled = bench_compile(fam, model, magcache, steps, opts, device, messages, pos, neg) \
             if name in opts.compile_families else None
     return figures, compiled

@@ -6,6 +6,11 @@ from __future__ import annotations
 import contextlib
 import weakref
 
+from harness import load_pack
+
+load_pack()  # the pack as the package comfyui_magcache
+from comfyui_magcache.magcache import streams  # noqa: E402
+
 
 def _transformer_options(args, kwargs) -> dict:
     to = kwargs.get("transformer_options")
@@ -22,7 +27,8 @@ class Probe:
 
         self.run_key = RUN_KEY  # where the engine keeps the live run (see _after_call)
         self.model = diffusion_model
-        self.blocks = [getattr(diffusion_model, g.attr)[i] for g, i in spec.blocks(diffusion_model)]
+        # the modules themselves: a block-list swap may still be in place from an earlier run
+        self.blocks = [list(getattr(diffusion_model, g.attr)._modules.values())[i] for g, i in spec.blocks(diffusion_model)]
         self.reset()
 
     def reset(self) -> None:
@@ -67,7 +73,8 @@ class Probe:
         if run is None:
             return
         state = run.state
-        tensors = [t for t in (state.residual(k) for k in list(state.branches)) if t is not None]
+        tensors = [t for k in list(state.branches) for t in streams.parts(state.residual(k))
+                   if t is not None]  # several streams (LTX-2): a residual per stream
         storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
         self.held_bytes = max(self.held_bytes, sum(storages.values()))
         bases = [t._base for t in tensors if t._base is not None]

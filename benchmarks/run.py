@@ -59,6 +59,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -124,6 +125,11 @@ def setup(device: torch.device) -> None:
         import comfy.model_management  # noqa: F401
     setup_comfy(COMFYUI, sdpa=True)
     load_pack()
+    import folder_paths
+
+    # Families without a table save a self-calibration profile on their first run: into a folder of
+    # this run's own, never the user's ComfyUI (and a profile left from an earlier run is not reused).
+    folder_paths.set_user_directory(tempfile.mkdtemp(prefix="magcache-bench-user-"))
 
 
 def main(argv=None) -> int:

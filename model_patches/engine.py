@@ -2,7 +2,7 @@
 
 - Every transformer block gets a hook (CachedBlock): a replacement in patches_replace["dit"]
   (chained onto any replacement another node put there), or, for block loops that do not read
-  those, a wrapper handed out by the block-list swap (CachedBlockList). On a computed call the head clones its input and the tail
+  those, a wrapper handed out by the block-list swap (swap.py). On a computed call the head clones its input and the tail
   stores tail-output minus head-input (image tokens) per branch; on a skipped call no block runs
   and the tail hands on head-input + cached residual.
 - A DIFFUSION_MODEL wrapper marks the span of one model call (and picks the preset for 'auto'):
@@ -20,7 +20,6 @@ driven by plain block loops in unit tests.
 from __future__ import annotations
 
 import contextvars
-import functools
 import inspect
 import logging
 import threading
@@ -34,6 +33,7 @@ from ..magcache.text import clip
 from . import node_text, selfcal
 from .selfcal import MEASURING, Plan, SelfCalibration
 from .spec import BlockGroup, FamilySpec
+from .swap import CachedBlockList, SwappedBlock, follow_device_copies, swapped_lists  # noqa: F401  (re-exported)
 
 log = logging.getLogger("MagCache")
 
@@ -193,6 +193,14 @@ class CachedBlock:
 
     def __init__(self, group: BlockGroup, is_head: bool, is_tail: bool, inner=None):
         self.group, self.is_head, self.is_tail, self.inner = group, is_head, is_tail, inner
+
+    def refuse(self, to: dict, reason: str) -> None:
+        """Caching off for the run of this call (one warning at the end), e.g. a block called in a way
+        its spec does not declare."""
+        run = to.get(RUN_KEY)
+        if run is not None:
+            with run.lock:
+                run.state.disable(reason)
 
     def compute(self, args: dict, extra: dict) -> dict:
         if self.inner is not None:  # another node's replacement at this key: keep it in the chain
@@ -409,87 +417,6 @@ def replacements(spec: FamilySpec, diffusion_model, existing: dict) -> dict:
     return out
 
 
-class SwappedBlock:
-    """One block of a swapped list as its loop calls it, routed through the same head/tail logic as a
-    block replacement: block(hidden, *args, **kwargs) -> hidden, or, with the group's swap_args, the
-    hidden states passed as those keywords and returned in that order (HiDream's double blocks)."""
-
-    __slots__ = ("module", "cached")
-
-    def __init__(self, module, cached: CachedBlock):
-        self.module, self.cached = module, cached
-
-    def __call__(self, *args, **kwargs):
-        group = self.cached.group
-        to = kwargs.get("transformer_options") or {}
-        if not group.swap_args:
-            def original(a):
-                return {group.key: self.module(a[group.key], *args[1:], **kwargs)}
-
-            return self.cached({group.key: args[0], "transformer_options": to}, {"original_block": original})[group.key]
-        if not all(name in kwargs for name in group.swap_args):  # called another way than the spec says
-            run = to.get(RUN_KEY)
-            if run is not None:
-                with run.lock:
-                    run.state.disable(f"{group.attr} blocks were not called with the keywords {', '.join(group.swap_args)}")
-            return self.module(*args, **kwargs)
-
-        def original(a):
-            kw = dict(kwargs, **{name: a[out] for out, name in zip(group.outputs, group.swap_args)})
-            got = self.module(*args, **kw)
-            return dict(zip(group.outputs, got if len(group.outputs) > 1 else (got,)))
-
-        given = {out: kwargs[name] for out, name in zip(group.outputs, group.swap_args)}
-        out = self.cached(dict(given, transformer_options=to), {"original_block": original})
-        return tuple(out[k] for k in group.outputs) if len(group.outputs) > 1 else out[group.key]
-
-
-class CachedBlockList(torch.nn.ModuleList):
-    """The block-list swap: the same block modules under the same names (so weight patches, LoRA,
-    offloading and CompileModel's per-call swaps see the original blocks), but iterating or indexing
-    it, as a block loop does, hands each block out wrapped in a SwappedBlock."""
-
-    def __init__(self, modules, cached: dict):
-        super().__init__(modules)
-        self.__dict__["magcache_blocks"] = cached  # index -> CachedBlock; plain attribute, not a submodule
-
-    def _wrap(self, i: int, module):
-        cached = self.magcache_blocks.get(i)
-        return SwappedBlock(module, cached) if cached is not None else module
-
-    def __iter__(self):
-        return (self._wrap(i, m) for i, m in enumerate(self._modules.values()))
-
-    def __getitem__(self, idx):
-        if isinstance(idx, slice):
-            return torch.nn.ModuleList(list(self._modules.values())[idx])
-        return self._wrap(idx % len(self), super().__getitem__(idx))
-
-
-def swapped_lists(spec: FamilySpec, diffusion_model) -> dict:
-    """{attribute: CachedBlockList} for a block_swap family: every group's list, same modules, wrapped."""
-    blocks = spec.blocks(diffusion_model)
-    out: dict = {}
-    for n, (group, i) in enumerate(blocks):
-        out.setdefault(group.attr, {})[i] = CachedBlock(group, n == 0, n == len(blocks) - 1)
-    return {attr: CachedBlockList(list(getattr(diffusion_model, attr)._modules.values()), cached)
-            for attr, cached in out.items()}
-
-
-def own_swapped_lists(main, copy) -> None:
-    """CallbacksMP ON_DEEPCLONE_MULTIGPU / ON_MATCH_MULTIGPU_CLONES: a device's copy of the model (MultiGPU
-    CFG Split) inherits the main model's object patches, whose swapped lists hold the MAIN model's block
-    modules; each swapped list is rebuilt around the copy's own modules (same hooks), so every device
-    runs its own blocks, and CompileModel's per-call swaps of one device never touch another's list."""
-    for path, swapped in list(copy.object_patches.items()):
-        if not isinstance(swapped, CachedBlockList):
-            continue
-        backup = getattr(copy, "object_patches_backup", None) or {}
-        # the copy's own list: its unpatched original, or the list now on its model (unpatched, or its own swap)
-        own = backup[path] if path in backup else functools.reduce(getattr, path.split("."), copy.model)
-        copy.add_object_patch(path, CachedBlockList(list(own._modules.values()), swapped.magcache_blocks))
-
-
 def apply(model, spec: FamilySpec, config: MagCacheConfig, preset=None, calibrate: Optional[CalibrationHandle] = None,
           self_calibrate: Optional[SelfCalibration] = None):
     """Return a clone of the ModelPatcher `model` with MagCache hooked in; `model` is not touched."""
@@ -499,15 +426,9 @@ def apply(model, spec: FamilySpec, config: MagCacheConfig, preset=None, calibrat
     dm = model.get_model_object("diffusion_model")
     prefix = "diffusion_model._orig_mod" if dm is not unwrap(dm) else "diffusion_model"
     if spec.hook == "block_swap":  # a list already swapped by MagCache is replaced: newer settings win
-        for attr, blocks in swapped_lists(spec, unwrap(dm)).items():
+        for attr, blocks in swapped_lists(spec, unwrap(dm), CachedBlock).items():
             model.add_object_patch(f"{prefix}.{attr}", blocks)
-        from comfy.patcher_extension import CallbacksMP
-
-        for name in ("ON_DEEPCLONE_MULTIGPU", "ON_MATCH_MULTIGPU_CLONES"):  # ComfyUI versions with comfy.multigpu
-            kind = getattr(CallbacksMP, name, None)
-            if kind is not None:
-                model.remove_callbacks_with_key(kind, WRAPPER_KEY)
-                model.add_callback_with_key(kind, WRAPPER_KEY, own_swapped_lists)
+        follow_device_copies(model, WRAPPER_KEY)  # MultiGPU CFG Split: each device's copy its own lists
     else:
         existing = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
         for (kind, i), patch in replacements(spec, unwrap(dm), existing).items():

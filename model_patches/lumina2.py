@@ -40,15 +40,18 @@ ZIMAGE = dict(LUMINA2, dim=256, n_heads=8, n_kv_heads=8, ffn_dim_multiplier=8.0 
               z_image_modulation=True, time_scale=1000.0, pad_tokens_multiple=32)
 
 
+# The benchmark's Z-Image (ours): 1024 image tokens of width 512, 8 layers.
+BENCH = dict(unet=dict(dim=512, n_heads=8, n_kv_heads=8, n_layers=8, cap_feat_dim=512, axes_dims=[16, 24, 24]),
+             latent=(1, 16, 64, 64), patch=(2, 2), hidden=512, cfg=1.0)
 # A checkpoint ComfyUI's loader detects as Z-Image: it knows Z-Image by its width (3840, 30 heads), and the
 # refiners keep their default depth (2 each): one layer makes 0.9B parameters, so the server run is slow.
 LOADABLE_ZIMAGE = dict(dim=3840, n_heads=30, n_kv_heads=30, axes_dims=[32, 48, 48], n_layers=1, n_refiner_layers=2,
                        multiple_of=256)
 
 
-def fixture(name, comfy_config, unet, **kw) -> Fixture:
+def fixture(name, comfy_config, unet, bench=None, **kw) -> Fixture:
     return Fixture(name, comfy_config, unet, (1, 16, 16, 16), None, "x_embedder", "final_layer",
-                   head_input=head_input, settings=(0.24, 0.2, 3), **kw)
+                   head_input=head_input, settings=(0.24, 0.2, 3), bench=bench or {}, **kw)
 
 
 SPEC = FamilySpec(
@@ -57,7 +60,7 @@ SPEC = FamilySpec(
     groups=(BlockGroup("double_block", "layers", outputs=("img",), image_tokens="all"),),
     presets=(),  # no published table: self-calibration
     hook="block_swap",
-    fixtures=(fixture("zimage", "ZImage", ZIMAGE, checkpoint=LOADABLE_ZIMAGE, slow=True),
+    fixtures=(fixture("zimage", "ZImage", ZIMAGE, BENCH, checkpoint=LOADABLE_ZIMAGE, slow=True),
               fixture("lumina2", "Lumina2", LUMINA2)),
     examples=(Example("z_image_turbo.json", "text_to_image", dict(
         unet="z_image_turbo_bf16.safetensors", clip=("CLIPLoader", ["qwen_3_4b.safetensors", "lumina2", "default"]),

@@ -249,7 +249,7 @@ def hook(spec, model, existing=None) -> dict:
     """Hook a spec into a toy model as apply() does into a ComfyUI model: the block-list swap sets
     the lists on the model (apply: an object patch), block replacements are returned for the loop."""
     if spec.hook == "block_swap":
-        for attr, blocks in engine.swapped_lists(spec, model).items():
+        for attr, blocks in engine.swapped_lists(spec, model, engine.CachedBlock).items():
             setattr(model, attr, blocks)
         return {}
     return engine.replacements(spec, model, existing or {})

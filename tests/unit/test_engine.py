@@ -3,7 +3,7 @@ replacements), one that reads no replacements (the block-list swap)."""
 import pytest
 import torch
 from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, get_preset, predict_skips
-from comfyui_magcache.model_patches import engine, flux
+from comfyui_magcache.model_patches import engine, flux, swap
 from toy_loop import (
     ToyAV,
     ToyFlux,
@@ -110,12 +110,12 @@ def test_a_device_copy_of_a_swapped_model_gets_a_list_of_its_own_blocks():
         for p in other_dm.parameters():
             p.mul_(-1.0)
     main = ToyPatcher(main_dm)
-    for attr, blocks in engine.swapped_lists(spec, main_dm).items():
+    for attr, blocks in engine.swapped_lists(spec, main_dm, engine.CachedBlock).items():
         main.add_object_patch(f"diffusion_model.{attr}", blocks)
     mine = main.object_patches["diffusion_model.layers"]
     copy = main.device_copy(other_dm)
     assert copy.object_patches["diffusion_model.layers"] is mine  # what ComfyUI's clone hands the copy
-    engine.own_swapped_lists(main, copy)
+    swap.own_swapped_lists(main, copy)
     theirs = copy.object_patches["diffusion_model.layers"]
     assert main.object_patches["diffusion_model.layers"] is mine and theirs is not mine
     assert list(theirs._modules.values()) == list(other_dm.layers._modules.values())
@@ -123,7 +123,7 @@ def test_a_device_copy_of_a_swapped_model_gets_a_list_of_its_own_blocks():
     # once the copy's list is on its model (its object patch applied), a further copy still finds its blocks
     other_dm.layers = theirs
     again = copy.device_copy(other_dm)
-    engine.own_swapped_lists(copy, again)
+    swap.own_swapped_lists(copy, again)
     assert list(again.object_patches["diffusion_model.layers"]._modules.values()) == list(theirs._modules.values())
     handed_out = [b.module for b in theirs]  # what the copy's block loop runs
     assert handed_out == list(again.object_patches["diffusion_model.layers"]._modules.values())
@@ -316,3 +316,13 @@ def test_a_hidden_state_that_is_no_token_tensor_switches_caching_off():
     engine.CachedBlock.begin(run, call, (torch.zeros(2, 3, 4), torch.zeros(1, 3, 4)), {
         "sample_sigmas": SIGMAS, "sigmas": SIGMAS[:1], "cond_or_uncond": [0, 1]})
     assert not call.active and "not a [batch, tokens, channels] tensor" in run.state.disabled_reason
+
+
+def test_a_swapped_block_called_without_its_hidden_state_first_switches_caching_off_and_still_runs():
+    model = ToyStack()
+    hook(toy_stack_spec(), model)
+    run = engine.Run(engine.Settings(toy_stack_spec(), FLAT))
+    x = torch.randn(1, 6, 4)
+    want = model.layers._modules["0"](x.clone(), torch.zeros(1, 1, 4))
+    got = model.layers[0](x=x.clone(), c=torch.zeros(1, 1, 4), transformer_options={engine.RUN_KEY: run})
+    assert torch.equal(got, want) and "not called with the hidden state first" in run.state.disabled_reason
