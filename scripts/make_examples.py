@@ -415,9 +415,11 @@ def qwen_image() -> dict:
 def text_to_image(unet: str, clip: tuple, vae: str, model_type: str, settings: tuple, steps: int, cfg: float,
                   prompt: str, note: str, negative: str | None = None, guidance: float | None = None,
                   sampling: tuple | None = None, latent: tuple = ("EmptySD3LatentImage", [1024, 1024, 1]),
-                  sampler: str = "euler", scheduler: str = "simple", save: tuple = ("SaveImage", ["MagCache"])) -> dict:
+                  sampler: str = "euler", scheduler: str = "simple", save: tuple = ("SaveImage", ["MagCache"]),
+                  decode: tuple = ("VAEDecode", [])) -> dict:
     """The common pipeline: UNETLoader [-> model sampling node] -> MagCache -> KSampler -> VAEDecode -> save.
     clip: (loader node type, its widget values). sampling: (node type, widget values), e.g. a shift.
+    decode: (node type, widget values): VAEDecodeTiled for long videos.
     negative None: the negative is the zeroed prompt (guidance-distilled models, cfg 1)."""
     nodes = [(1, "UNETLoader", [unet, "default"], {})]
     model = (1, 0)
@@ -437,7 +439,7 @@ def text_to_image(unet: str, clip: tuple, vae: str, model_type: str, settings: t
               (9, "KSampler", [42, "fixed", steps, cfg, sampler, scheduler, 1.0],
                {"model": (3, 0), "positive": pos, "negative": (7, 0), "latent_image": (8, 0)}),
               (10, "VAELoader", [vae], {}),
-              (11, "VAEDecode", [], {"samples": (9, 0), "vae": (10, 0)}),
+              (11, decode[0], list(decode[1]), {"samples": (9, 0), "vae": (10, 0)}),
               (12, save[0], list(save[1]), {"images": (11, 0)}),
               (13, "Note", [note], {})]
     return workflow(nodes)

@@ -61,3 +61,10 @@ def test_the_common_template_makes_a_consistent_workflow_for_a_new_family():
         unet="u.safetensors", clip=("CLIPLoader", ["t.safetensors", "flux2", "default"]), vae="v.safetensors",
         model_type="auto", settings=(0.06, 0.2, 2), steps=20, cfg=1.0, prompt="p", note="n", guidance=4.0)
     assert {"FluxGuidance", "ConditioningZeroOut"} <= {n["type"] for n in zeroed["nodes"]}
+    tiled = make_examples.text_to_image(
+        unet="u.safetensors", clip=("CLIPLoader", ["t.safetensors", "wan", "default"]), vae="v.safetensors",
+        model_type="auto", settings=(0.06, 0.2, 2), steps=20, cfg=5.0, prompt="p", negative="n", note="n",
+        latent=("EmptyHunyuanLatentVideo", [768, 512, 121, 1]), decode=("VAEDecodeTiled", [256, 64, 64, 8]))
+    decode = next(n for n in tiled["nodes"] if n["type"] == "VAEDecodeTiled")
+    assert decode["widgets_values"] == [256, 64, 64, 8] and all(i["link"] for i in decode["inputs"])
+    assert "VAEDecode" not in {n["type"] for n in tiled["nodes"]}
