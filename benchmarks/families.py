@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from harness import conds, load_pack, tiny_model
+from harness import conds, empty_latent, load_pack, tiny_model
 
 load_pack()  # the pack as the package comfyui_magcache (as importing the harness does)
 from comfyui_magcache.model_patches import FIXTURES, FamilySpec, Fixture  # noqa: E402
@@ -25,9 +25,9 @@ class Family:
     spec: FamilySpec
     fixture: Fixture
     unet: Mapping[str, Any]  # overrides on the fixture's tiny unet config
-    latent: tuple
-    patch: tuple  # latent cells per image token
-    hidden: int
+    latent: tuple  # a shape; several streams (LTX-2): one shape per stream
+    patch: tuple  # latent cells per image token (per stream: a tuple each)
+    hidden: Any  # block width (per stream: a tuple)
     cfg: float
     text_dim: int = 512
     pooled_dim: int = 0  # pooled text embedding width, 0: none
@@ -38,8 +38,21 @@ class Family:
         return self.fixture.preset
 
     @property
+    def streams(self) -> tuple:
+        """(latent shape, patch, hidden) per stream: one for most families, (video, audio) for LTX-2."""
+        if self.latent and isinstance(self.latent[0], (tuple, list)):
+            return tuple(zip(self.latent, self.patch, self.hidden))
+        return ((self.latent, self.patch, self.hidden),)
+
+    @property
     def image_tokens(self) -> int:
-        return math.prod(self.latent[2:]) // math.prod(self.patch)
+        """Tokens entering the blocks, every stream's."""
+        return sum(math.prod(s[2:]) // math.prod(p) for s, p, _ in self.streams)
+
+    @property
+    def residual_elements(self) -> int:
+        """Elements of one branch's cached residual (every stream's tokens x its width)."""
+        return sum(math.prod(s[2:]) // math.prod(p) * h for s, p, h in self.streams)
 
 
 def family(name: str, spec: FamilySpec, fixture: Fixture) -> Family:
@@ -47,7 +60,8 @@ def family(name: str, spec: FamilySpec, fixture: Fixture) -> Family:
     missing = [k for k in BENCH_KEYS if k not in b]
     if missing:
         raise ValueError(f"fixture {name}: bench lacks {', '.join(missing)}")
-    return Family(name, spec, fixture, dict(b["unet"]), tuple(b["latent"]), tuple(b["patch"]), int(b["hidden"]),
+    hidden = tuple(b["hidden"]) if isinstance(b["hidden"], (tuple, list)) else int(b["hidden"])
+    return Family(name, spec, fixture, dict(b["unet"]), tuple(b["latent"]), tuple(b["patch"]), hidden,
                   float(b["cfg"]), int(b.get("text_dim", 512)), int(b.get("pooled_dim") or 0))
 
 
@@ -87,5 +101,5 @@ def auto_preset(fam: Family, model, steps: int) -> str:
     from comfyui_magcache.model_patches import resolve
 
     spec, _ = resolve("auto", model.model.diffusion_model)
-    args = {"x": torch.zeros(fam.latent), "transformer_options": {"sample_sigmas": torch.linspace(1, 0, steps + 1)}}
+    args = {"x": empty_latent(fam.latent), "transformer_options": {"sample_sigmas": torch.linspace(1, 0, steps + 1)}}
     return spec.auto_preset(model.model.diffusion_model, args.get)

@@ -65,7 +65,7 @@ def speed_figures(fam, steps, runs, probe: Probe) -> dict:
         "speedup": speedup, "ideal_speedup": ideal, "efficiency": speedup / ideal,
         "skipped_step_cost": statistics.median(skipped_s) / statistics.median(computed)
         if skipped_s and computed else None,
-        "residual_bytes_expected": branches * fam.image_tokens * fam.hidden * 4,  # fp32 models
+        "residual_bytes_expected": branches * fam.residual_elements * 4,  # fp32 models
         "residual_bytes_held": probe.held_bytes,
         "run_state_released": probe.released_at_end and all(  # checked right after each MagCache run, no gc
             r.memory["after_extra"] <= 0 for r in runs["magcache"] if r.memory["kind"] == "cuda allocator"),

@@ -66,6 +66,7 @@ class RunState:
         self.disabled_reason: Optional[str] = None
         self._schedule_src = None
         self._schedule: Optional[Schedule] = None
+        self.warned: set = set()  # warn_once keys
 
     # -- schedule -----------------------------------------------------------------------------
     def disable(self, reason: str) -> None:
@@ -73,6 +74,12 @@ class RunState:
         if self.disabled_reason is None:
             self.disabled_reason = reason
             log.warning("MagCache: caching is off for this run: %s", reason)
+
+    def warn_once(self, key, message: str, *args) -> None:
+        """Log a warning the first time `key` comes up in this run (message %-formatted with args)."""
+        if key not in self.warned:
+            self.warned.add(key)
+            log.warning(message, *args)
 
     def schedule(self, sample_sigmas) -> Optional[Schedule]:
         """The run's schedule, or None when caching is off.

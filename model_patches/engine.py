@@ -33,7 +33,7 @@ from ..magcache.text import clip
 from . import node_text, selfcal
 from .selfcal import MEASURING, Plan, SelfCalibration
 from .spec import BlockGroup, FamilySpec
-from .swap import CachedBlockList, SwappedBlock, follow_device_copies, swapped_lists  # noqa: F401  (re-exported)
+from .swap import CachedBlockList, SwappedBlock, install_swap, swapped_lists  # noqa: F401  (re-exported)
 
 log = logging.getLogger("MagCache")
 
@@ -309,6 +309,12 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
     if run is None:
         return executor(*args, **kwargs)
     settings = run.settings
+    perturbed = settings.spec.uncached_by(to)
+    if perturbed is not None:  # another function under the same branch keys: its blocks only forward (no Call)
+        with run.lock:
+            run.state.warn_once(perturbed, "MagCache: model calls with transformer_options[%r] (another function than "
+                                "the sampled model under the cond's keys) run every block, outside the cache", perturbed)
+        return executor(*args, **kwargs)
     preset = run.preset
     if preset is None:
         try:
@@ -426,9 +432,7 @@ def apply(model, spec: FamilySpec, config: MagCacheConfig, preset=None, calibrat
     dm = model.get_model_object("diffusion_model")
     prefix = "diffusion_model._orig_mod" if dm is not unwrap(dm) else "diffusion_model"
     if spec.hook == "block_swap":  # a list already swapped by MagCache is replaced: newer settings win
-        for attr, blocks in swapped_lists(spec, unwrap(dm), CachedBlock).items():
-            model.add_object_patch(f"{prefix}.{attr}", blocks)
-        follow_device_copies(model, WRAPPER_KEY)  # MultiGPU CFG Split: each device's copy its own lists
+        install_swap(model, spec, unwrap(dm), prefix, CachedBlock, WRAPPER_KEY)  # + the split's device copies
     else:
         existing = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
         for (kind, i), patch in replacements(spec, unwrap(dm), existing).items():

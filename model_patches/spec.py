@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Union
 
 ArgGetter = Callable[[str], Any]  # name of a diffusion-model forward argument -> its value in this call
 
@@ -59,17 +59,20 @@ class Fixture:
     comfy_config: the class in comfy.supported_models that builds it.
     unet_config: its (tiny) config; bench: overrides for the benchmark's mid-size model;
         checkpoint: overrides that make a state dict ComfyUI's loader detects (server test), or None.
-    latent: the latent shape sampled.
+    latent: the latent shape sampled; for a model of several streams, one shape per stream (a tuple of
+        shapes: the latent is sampled as a ComfyUI NestedTensor, e.g. LTX-2's (video, audio)).
     preset: the table 'auto' must pick for it; None for a family without tables (self-calibration).
     embed, final: the module whose output is the head's input, and the one whose first input is the
-        hidden state after the blocks (tests check skipped output = head input + residual there).
+        hidden state after the blocks (tests check skipped output = head input + residual there). For
+        several streams, final is a tuple naming one module per stream, in the order of the streams.
     tokens: how the embed output becomes the head's token layout (Wan: [B, C, T, H, W] -> [B, THW, C]).
     text_dim / pooled_dim / guidance: what the conditioning carries (pooled_output when pooled_dim).
     extras: (latent shape, torch.Generator) -> further conditioning keys (I2V images, VACE frames).
     slow: its loadable checkpoint is large (0.5B+): the server run is a slow test.
     head_input: optional; (diffusion model, put) -> hook handles that call put(tensor) with the head's
         input on every model call, for models where it is no single module's output (Lumina 2: the
-        caption refiner's output and the noise refiner's, concatenated). Replaces embed/tokens.
+        caption refiner's output and the noise refiner's, concatenated; LTX-2: a tuple, one tensor per
+        stream). Replaces embed/tokens.
     settings: (thresh, retention, K) the tests use for a family without a table: ours, not published.
     text_pad: model_base pads the text to at least this many tokens (Flux.2: 512), so a negative prompt
         that must not batch with the positive needs more.
@@ -81,7 +84,7 @@ class Fixture:
     latent: tuple[int, ...]
     preset: Optional[str]
     embed: str
-    final: str
+    final: Union[str, tuple[str, ...]]
     text_dim: int = 64
     pooled_dim: Optional[int] = None
     guidance: Optional[float] = None
@@ -136,6 +139,11 @@ class FamilySpec:
     accepts: optional; diffusion model -> whether this family takes that instance of its class. For
         classes that hold several families (ComfyUI loads Flux.1 and Flux.2 into one Flux class): a
         family that refuses a model is never matched to it, so its tables are never read on it.
+    uncached_options: transformer_options keys that make a model call compute another function than
+        the sampled model (LTX-2's STG pass perturbs self-attention, its modality-guidance pass cuts the
+        audio-video cross-attention) while it carries the same branch keys (cond_or_uncond, uuids) as
+        the unperturbed call. A call whose transformer_options hold any of them runs every block and
+        neither reads, writes nor measures any branch's cache (one warning per run).
     presets may be empty: a family without a published table ('auto' then self-calibrates).
     """
 
@@ -151,6 +159,7 @@ class FamilySpec:
     fixtures: tuple[Fixture, ...] = ()
     examples: tuple[Example, ...] = ()
     accepts: Optional[Callable[[Any], bool]] = None
+    uncached_options: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.hook not in HOOKS:
@@ -162,6 +171,10 @@ class FamilySpec:
     def takes(self, diffusion_model) -> bool:
         """Whether this family takes this model instance (its class matched already)."""
         return self.accepts is None or bool(self.accepts(diffusion_model))
+
+    def uncached_by(self, transformer_options: dict) -> Optional[str]:
+        """The first of uncached_options a model call's transformer_options hold, if any."""
+        return next((k for k in self.uncached_options if k in transformer_options), None)
 
     @property
     def has_tables(self) -> bool:

@@ -105,3 +105,11 @@ def follow_device_copies(model, key: str) -> None:
         if kind is not None:
             model.remove_callbacks_with_key(kind, key)
             model.add_callback_with_key(kind, key, own_swapped_lists)
+
+
+def install_swap(model, spec: FamilySpec, diffusion_model, prefix: str, hook, key: str) -> None:
+    """On the clone `model`: every swapped list as an object patch at prefix.<attr>, and the callbacks that
+    give each device copy of the multi-GPU split lists of its own blocks."""
+    for attr, blocks in swapped_lists(spec, diffusion_model, hook).items():
+        model.add_object_patch(f"{prefix}.{attr}", blocks)
+    follow_device_copies(model, key)

@@ -126,15 +126,32 @@ def flux_conds(seed: int = 0, ref_latents: dict | None = None, tokens: int = 8, 
     return out
 
 
+def empty_latent(shape):
+    """Zeros of a latent shape; a tuple of shapes (a model of several streams, LTX-2's video and audio)
+    gives ComfyUI's NestedTensor of them, as LTXVConcatAVLatent makes it."""
+    if shape and isinstance(shape[0], (tuple, list)):
+        import comfy.nested_tensor
+
+        return comfy.nested_tensor.NestedTensor([torch.zeros(s) for s in shape])
+    return torch.zeros(shape)
+
+
 def sample(model, positive, negative, seed=0, steps=12, cfg=2.0, sampler="euler", scheduler="simple",
            latent_shape=(1, 16, 16, 16), latent=None, **kwargs):
-    """comfy.sample.sample as KSampler (or, with start_step/last_step/disable_noise, KSamplerAdvanced) runs it."""
+    """comfy.sample.sample as KSampler (or, with start_step/last_step/disable_noise, KSamplerAdvanced) runs it.
+    A nested (several streams) result is returned packed into one tensor, as the sampler samples it
+    (comfy.utils.pack_latents), so results compare with torch.equal like any other."""
     import comfy.sample
 
-    latent = torch.zeros(latent_shape) if latent is None else latent
+    latent = empty_latent(latent_shape) if latent is None else latent
     noise = comfy.sample.prepare_noise(latent, seed)
-    return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
-                               seed=seed, disable_pbar=True, **kwargs)
+    out = comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
+                              seed=seed, disable_pbar=True, **kwargs)
+    if getattr(out, "is_nested", False):
+        import comfy.utils
+
+        out = comfy.utils.pack_latents(out.unbind())[0]
+    return out
 
 
 @contextlib.contextmanager

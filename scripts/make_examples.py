@@ -59,6 +59,25 @@ TYPES = {
     "TrimVideoLatent": ([("samples", "LATENT"), ("trim_amount", "INT")], [("LATENT", "LATENT")]),
     "KSamplerAdvanced": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                           ("latent_image", "LATENT")], [("LATENT", "LATENT")]),
+    "CheckpointLoaderSimple": ([], [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")]),
+    "LTXAVTextEncoderLoader": ([], [("CLIP", "CLIP")]),
+    "LTXVConditioning": ([("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+                         [("positive", "CONDITIONING"), ("negative", "CONDITIONING")]),
+    "EmptyLTXVLatentVideo": ([], [("LATENT", "LATENT")]),
+    "LTXVAudioVAELoader": ([], [("Audio VAE", "VAE")]),
+    "LTXVEmptyLatentAudio": ([("audio_vae", "VAE")], [("Latent", "LATENT")]),
+    "LTXVConcatAVLatent": ([("video_latent", "LATENT"), ("audio_latent", "LATENT")], [("latent", "LATENT")]),
+    "RandomNoise": ([], [("NOISE", "NOISE")]),
+    "CFGGuider": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+                  [("GUIDER", "GUIDER")]),
+    "KSamplerSelect": ([], [("SAMPLER", "SAMPLER")]),
+    "LTXVScheduler": ([("latent", "LATENT")], [("SIGMAS", "SIGMAS")]),
+    "SamplerCustomAdvanced": ([("noise", "NOISE"), ("guider", "GUIDER"), ("sampler", "SAMPLER"), ("sigmas", "SIGMAS"),
+                               ("latent_image", "LATENT")], [("output", "LATENT"), ("denoised_output", "LATENT")]),
+    "LTXVSeparateAVLatent": ([("av_latent", "LATENT")], [("video_latent", "LATENT"), ("audio_latent", "LATENT")]),
+    "LTXVAudioVAEDecode": ([("samples", "LATENT"), ("audio_vae", "VAE")], [("Audio", "AUDIO")]),
+    "SaveWEBM": ([("images", "IMAGE")], []),
+    "SaveAudio": ([("audio", "AUDIO")], []),
     "Note": ([], []),
 }
 
@@ -445,9 +464,42 @@ def text_to_image(unet: str, clip: tuple, vae: str, model_type: str, settings: t
     return workflow(nodes)
 
 
+def ltx2_t2v(ckpt: str, text_encoder: str, model_type: str, settings: tuple, steps: int, cfg: float, size: tuple,
+             frame_rate: int, prompt: str, negative: str, note: str) -> dict:
+    """LTX-2 text to video with audio, one stage, core nodes only (in ComfyUI 0.8.0 and 0.33): the
+    checkpoint holds the model and both VAEs; a video latent and an audio latent joined into one AV
+    latent, sampled with the LTXV scheduler, separated, decoded and saved as a WebM video and a FLAC
+    sound track (SaveVideo's widgets differ between the two versions; SaveWEBM and SaveAudio do not)."""
+    width, height, length = size
+    return workflow([
+        (1, "CheckpointLoaderSimple", [ckpt], {}),
+        (2, "MagCache", [model_type, *settings, 0, -1], {"model": (1, 0)}),
+        (3, "LTXAVTextEncoderLoader", [text_encoder, ckpt], {}),
+        (4, "CLIPTextEncode", [prompt], {"clip": (3, 0)}),
+        (5, "CLIPTextEncode", [negative], {"clip": (3, 0)}),
+        (6, "LTXVConditioning", [float(frame_rate)], {"positive": (4, 0), "negative": (5, 0)}),
+        (7, "EmptyLTXVLatentVideo", [width, height, length, 1], {}),
+        (8, "LTXVAudioVAELoader", [ckpt], {}),
+        (9, "LTXVEmptyLatentAudio", [length, frame_rate, 1], {"audio_vae": (8, 0)}),
+        (10, "LTXVConcatAVLatent", [], {"video_latent": (7, 0), "audio_latent": (9, 0)}),
+        (11, "RandomNoise", [42, "fixed"], {}),
+        (12, "CFGGuider", [cfg], {"model": (2, 0), "positive": (6, 0), "negative": (6, 1)}),
+        (13, "KSamplerSelect", ["euler"], {}),
+        (14, "LTXVScheduler", [steps, 2.05, 0.95, True, 0.1], {"latent": (10, 0)}),
+        (15, "SamplerCustomAdvanced", [], {"noise": (11, 0), "guider": (12, 0), "sampler": (13, 0),
+                                           "sigmas": (14, 0), "latent_image": (10, 0)}),
+        (16, "LTXVSeparateAVLatent", [], {"av_latent": (15, 0)}),
+        (17, "VAEDecode", [], {"samples": (16, 0), "vae": (1, 2)}),
+        (18, "LTXVAudioVAEDecode", [], {"samples": (16, 1), "audio_vae": (8, 0)}),
+        (19, "SaveWEBM", ["MagCache_ltx2", "vp9", float(frame_rate), 32.0], {"images": (17, 0)}),
+        (20, "SaveAudio", ["audio/MagCache_ltx2"], {"audio": (18, 0)}),
+        (21, "Note", [note], {}),
+    ])
+
+
 TEMPLATES = {f.__name__: f for f in (flux, flux_kontext, chroma, hunyuanvideo, wan21_t2v, wan21_i2v, wan21_vace,
                                      wan22_t2v_a14b, qwen_image, calibration, chroma_calibration,
-                                     flux_kontext_calibration, text_to_image)}
+                                     flux_kontext_calibration, text_to_image, ltx2_t2v)}
 
 
 def examples() -> dict:

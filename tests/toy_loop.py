@@ -134,7 +134,9 @@ def toy_stack_spec():
 class ToyAV:
     """A loop like LTX-2's (av_model): block replacements whose "img" is a tuple (video, audio) of two
     streams that every block reads and writes together. The toy splits its input's tokens into the
-    two streams and hands the final layer both, joined again (so its input is comparable to x)."""
+    two streams and hands the final layer both, joined again (so its input is comparable to x).
+    transformer_options["toy_perturbed_blocks"] (indices) perturbs those blocks, as LTX-2's STG pass
+    perturbs self-attention: another function under the same branch keys."""
 
     def __init__(self, n=3, n_video=4):
         self.calls = Counter()
@@ -143,10 +145,11 @@ class ToyAV:
         self.final_inputs = []
 
     def _block(self, i):
-        def block(vx, ax):
+        def block(vx, ax, perturbed=False):
             self.calls[("double_block", i)] += 1
             a2v = ax.mean(dim=1, keepdim=True)  # the streams see each other (audio-video cross attention)
-            return vx + 0.4 * torch.tanh(vx) + 0.1 * a2v + 0.01 * (i + 1), ax + 0.3 * torch.sin(ax) - 0.1 * vx.mean(dim=1, keepdim=True)
+            gain = -0.4 if perturbed else 0.4
+            return vx + gain * torch.tanh(vx) + 0.1 * a2v + 0.01 * (i + 1), ax + 0.3 * torch.sin(ax) - 0.1 * vx.mean(dim=1, keepdim=True)
         return block
 
     def final_layer(self, x):
@@ -157,13 +160,15 @@ class ToyAV:
         to = transformer_options
         vx, ax = img[:, :self.n_video].clone(), img[:, self.n_video:].clone() + txt.mean(dim=1, keepdim=True)
         reps = to.get("patches_replace", {}).get("dit", {})
+        perturbed = to.get("toy_perturbed_blocks", ())
         for i, block in enumerate(self.transformer_blocks):
+            p = i in perturbed
             if ("double_block", i) in reps:
                 out = reps[("double_block", i)]({"img": (vx, ax), "transformer_options": to},
-                                                 {"original_block": lambda a, block=block: {"img": block(*a["img"])}})
+                                                 {"original_block": lambda a, block=block, p=p: {"img": block(*a["img"], p)}})
                 vx, ax = out["img"]
             else:
-                vx, ax = block(vx, ax)
+                vx, ax = block(vx, ax, p)
         return self.final_layer(torch.cat((vx, ax - txt.mean(dim=1, keepdim=True)), dim=1))
 
 
@@ -267,17 +272,19 @@ class Executor:
 
 
 def sample(model, spec, config, sigmas, x, txt, cond_or_uncond=(1, 0), preset=None, existing=None,
-           calls_per_step=None, **forward_kwargs):
+           calls_per_step=None, options=None, **forward_kwargs):
     """Run one 'sampling run': every step calls the model once per call layout.
+    options: further transformer_options per call layout (a guidance pass's perturbation).
     Returns (outputs per call, the run)."""
     reps = hook(spec, model, existing)
     run = engine.Run(engine.Settings(spec, config, preset))
     layouts = calls_per_step or [tuple(cond_or_uncond)]
     outs = []
     for s in sigmas[:-1]:
-        for layout in layouts:
+        for n, layout in enumerate(layouts):
             to = {"patches_replace": {"dit": reps}, "sample_sigmas": sigmas, "sigmas": torch.tensor([s]),
-                  "cond_or_uncond": list(layout), "uuids": [f"uuid-{c}" for c in layout], engine.RUN_KEY: run}
+                  "cond_or_uncond": list(layout), "uuids": [f"uuid-{c}" for c in layout], engine.RUN_KEY: run,
+                  **(options[n] if options else {})}
             b = x.shape[0] // len(cond_or_uncond)
             idx = [list(cond_or_uncond).index(c) for c in layout]
             xs = torch.cat([x[i * b:(i + 1) * b] for i in idx])

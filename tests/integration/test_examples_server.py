@@ -14,8 +14,10 @@ import make_examples  # noqa: E402
 
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 EXAMPLES = sorted(make_examples.EXAMPLES)
+# loader node type -> the models/ folder of its file widgets (a tuple: one folder per widget, in order)
 LOADERS = {"UNETLoader": "diffusion_models", "CLIPLoader": "text_encoders", "DualCLIPLoader": "text_encoders",
-           "VAELoader": "vae", "CLIPVisionLoader": "clip_vision"}
+           "VAELoader": "vae", "CLIPVisionLoader": "clip_vision", "CheckpointLoaderSimple": "checkpoints",
+           "LTXVAudioVAELoader": "checkpoints", "LTXAVTextEncoderLoader": ("text_encoders", "checkpoints")}
 
 
 def placeholders() -> dict[str, list[str]]:
@@ -24,8 +26,13 @@ def placeholders() -> dict[str, list[str]]:
     for name in EXAMPLES:
         for node in json.loads((ROOT / "examples" / name).read_text())["nodes"]:
             if node["type"] in LOADERS:
-                files = [v for v in node["widgets_values"] if isinstance(v, str) and v.endswith(".safetensors")]
-                out.setdefault(LOADERS[node["type"]], set()).update(files)
+                folders = LOADERS[node["type"]]
+                values = node["widgets_values"]
+                if isinstance(folders, str):
+                    folders = (folders,) * len(values)
+                for folder, v in zip(folders, values):
+                    if isinstance(v, str) and v.endswith(".safetensors"):
+                        out.setdefault(folder, set()).add(v)
     return {folder: sorted(files) for folder, files in out.items()}
 
 
@@ -104,14 +111,18 @@ def object_info(server):
 
 
 def widget_inputs(info):
-    """(name, spec) of a node's widget inputs, in widgets_values order."""
+    """(name, spec) of a node's widget inputs, in widgets_values order. An input of several types whose
+    widget is one of them (ComfyUI 0.33's MultiType, e.g. "FLOAT,INT" with widgetType FLOAT) is that widget."""
     out = []
     for section in ("required", "optional"):
         for name in info["input_order"].get(section, []):
             spec = info["input"][section][name]
             kind = spec[0]
+            opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
             if isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
                 out.append((name, spec))
+            elif opts.get("widgetType") in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
+                out.append((name, [opts["widgetType"], *spec[1:]]))
     return out
 
 

@@ -7,9 +7,18 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, Schedule, get_preset, load_profile, predict_skips
+from comfyui_magcache.magcache import (
+    COND,
+    UNCOND,
+    MagCacheConfig,
+    Schedule,
+    get_preset,
+    load_profile,
+    predict_skips,
+    streams,
+)
 from comfyui_magcache.model_patches import FIXTURES
-from harness import TINY, conds, sample, tiny_model
+from harness import TINY, conds, empty_latent, sample, tiny_model
 
 STEPS = 12
 
@@ -19,7 +28,8 @@ class Case:
     tiny: str
     preset: str  # what 'auto' must pick for the tiny model
     embed: str  # module whose output is the head input (maybe after to_tokens)
-    final: str  # the family's own final layer: its first argument is the hidden state after the blocks
+    final: tuple  # the family's own final layer(s), one per stream: the first argument is the hidden state
+    # after the blocks
     blocks: tuple  # every ModuleList of blocks, extra (hint) blocks included
     to_tokens: object = None
     head_input: object = None  # hooks giving the head input where no single module's output is it
@@ -32,7 +42,7 @@ class Case:
 
 
 # Every fixture of every registered family: a family added to the registry runs through every test here.
-CASES = {f.name: Case(f.name, f.preset, f.embed, f.final,
+CASES = {f.name: Case(f.name, f.preset, f.embed, (f.final,) if isinstance(f.final, str) else tuple(f.final),
                       tuple(dict.fromkeys(g.attr for g in spec.groups)) + spec.compile_also, f.tokens,
                       f.head_input, f.settings, spec.retention_round_half_up)
          for name, (spec, f) in FIXTURES.items()}
@@ -95,7 +105,7 @@ def self_calibrate(comfy, case, model, pos, neg, user_dir, **kw):
 @contextlib.contextmanager
 def observe(case, dm):
     """Per model call: (step, cond_or_uncond), how many blocks of any kind ran, the head input
-    and the final layer's input."""
+    and the final layer's input (several streams: a tuple of each, as magcache.streams holds them)."""
     calls = []
 
     def where(to):
@@ -111,13 +121,17 @@ def observe(case, dm):
         calls[-1]["head"] = (case.to_tokens or (lambda t: t))(output.detach()).clone()
 
     def put_head(t):
-        calls[-1]["head"] = t.clone()
+        calls[-1]["head"] = streams.clone(t)
 
-    def on_final(module, args):
-        calls[-1]["final"] = args[0].detach().clone()
+    def on_final(n):
+        def hook(module, args):
+            got = calls[-1].setdefault("finals", [None] * len(case.final))
+            got[n] = args[0].detach().clone()
+            calls[-1]["final"] = got[0] if len(got) == 1 else tuple(got)
+        return hook
 
-    handles = [dm.register_forward_pre_hook(on_model, with_kwargs=True),
-               getattr(dm, case.final).register_forward_pre_hook(on_final)]
+    handles = [dm.register_forward_pre_hook(on_model, with_kwargs=True)]
+    handles += [getattr(dm, name).register_forward_pre_hook(on_final(n)) for n, name in enumerate(case.final)]
     if case.head_input is not None:
         handles += case.head_input(dm, put_head)
     else:
@@ -147,7 +161,7 @@ def test_auto_detection_picks_the_preset(comfy, case):
     dm = tiny_model(case.tiny).model.diffusion_model
     spec, preset = resolve("auto", dm)
     assert preset is None and type(dm).__name__ in " ".join(spec.model_classes)
-    args = {"x": torch.zeros(TINY[case.tiny].latent), "transformer_options": {"sample_sigmas": torch.linspace(1, 0, 21)}}
+    args = {"x": empty_latent(TINY[case.tiny].latent), "transformer_options": {"sample_sigmas": torch.linspace(1, 0, 21)}}
     assert spec.auto_preset(dm, args.get) == case.preset
     if case.self_calibrated:  # no table of another family is ever read on it
         assert spec.presets == ()
@@ -197,10 +211,12 @@ def test_skipped_output_is_head_input_plus_residual_through_the_final_layer(comf
     residual, checked = None, 0
     for c in calls:
         if c["blocks"] == 0:
-            assert torch.equal(c["final"], c["head"] + residual)
+            want = streams.add(c["head"], residual)
+            assert streams.same_layout(c["final"], want)
+            assert all(torch.equal(a, b) for a, b in zip(streams.parts(c["final"]), streams.parts(want)))
             checked += 1
         else:
-            residual = c["final"] - c["head"]
+            residual = streams.sub(c["final"], c["head"])
     assert checked > 0
 
 

@@ -158,8 +158,8 @@ def test_an_unsupported_model_error_says_why_in_a_short_first_line(comfy):
         first, *details = str(e.value).splitlines()
         assert first == ("MagCache cannot accelerate this model: this is a UNet; MagCache works on diffusion "
                          "transformers. Bypass the MagCache node for it.")
-        assert details == ["Supported families: Chroma, Flux, Flux.2, HunyuanVideo, Kandinsky 5, Lumina 2 / Z-Image, "
-                           "Qwen-Image, Wan, Wan VACE.",
+        assert details == ["Supported families: Chroma, Flux, Flux.2, HunyuanVideo, Kandinsky 5, LTX-2, "
+                           "Lumina 2 / Z-Image, Qwen-Image, Wan, Wan VACE.",
                            "Loaded model class: comfy.ldm.modules.diffusionmodules.openaimodel.UNetModel"]
 
 

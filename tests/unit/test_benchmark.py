@@ -1,6 +1,7 @@
 """The benchmark's family list comes from the registry, its options keep their meaning, and its
 per-step plot is drawn by magcache/plot.py (no ComfyUI needed: nothing here builds a model)."""
 import dataclasses
+import math
 import sys
 from pathlib import Path
 
@@ -26,7 +27,9 @@ def test_families_are_the_registry_fixtures_with_a_bench_size():
         assert fam.preset in spec.presets if spec.presets else (fam.preset is None and fixture.settings)
         assert fam.latent == tuple(fixture.bench["latent"]) and fam.cfg == fixture.bench["cfg"]
         assert fam.text_dim == fixture.bench.get("text_dim", 512)
-        assert len(fam.patch) == len(fam.latent) - 2 and fam.image_tokens > 0
+        assert all(len(patch) == len(shape) - 2 for shape, patch, _ in fam.streams) and fam.image_tokens > 0
+        assert fam.residual_elements == sum(math.prod(shape[2:]) // math.prod(patch) * hidden
+                                            for shape, patch, hidden in fam.streams)
 
 
 def test_every_family_is_benchmarked():

@@ -318,6 +318,35 @@ def test_a_hidden_state_that_is_no_token_tensor_switches_caching_off():
     assert not call.active and "not a [batch, tokens, channels] tensor" in run.state.disabled_reason
 
 
+def test_calls_carrying_an_uncached_option_run_every_block_and_leave_the_cache_alone(caplog):
+    """A guidance pass (LTX-2's STG) calls the model with the cond's branch keys but perturbed blocks:
+    with the option declared by the spec it is computed in full, never reads, writes or measures a
+    residual, and the unperturbed calls decide and cache exactly as in a run without it."""
+    import dataclasses
+
+    spec = dataclasses.replace(toy_av_spec(), uncached_options=("toy_perturbed_blocks",))
+    x, txt = inputs()
+    plain_outs, plain = sample(ToyAV(), spec, FLAT, SIGMAS, x, txt)
+    model = ToyAV()
+    perturb = {"toy_perturbed_blocks": {1}}
+    with caplog.at_level("WARNING", logger="MagCache"):
+        outs, run = sample(model, spec, FLAT, SIGMAS, x, txt, calls_per_step=[(1, 0), (0,)], options=[{}, perturb])
+    assert sum("toy_perturbed_blocks" in r.getMessage() for r in caplog.records) == 1
+    assert not run.state.disabled_reason
+    want = ToyAV().forward(x[1:], txt[1:], perturb)  # the perturbed function on the cond rows, in full
+    assert all(torch.equal(o, want) for o in outs[1::2])
+    assert all(torch.equal(o, p) for o, p in zip(outs[0::2], plain_outs))  # unperturbed calls as without it
+    for key in ((COND, "uuid-0"), (UNCOND, "uuid-1")):
+        assert run.state.branches[key].skipped_steps == plain.state.branches[key].skipped_steps
+        assert all(torch.equal(a, b) for a, b in zip(run.state.residual(key), plain.state.residual(key)))
+    skipped = len(run.state.branches[(COND, "uuid-0")].skipped_steps)
+    assert skipped and all(n == 12 + 12 - skipped for n in model.calls.values())
+    # without the declaration the perturbed pass would share the cond branch's residual
+    _, shared = sample(ToyAV(), toy_av_spec(), FLAT, SIGMAS, x, txt, calls_per_step=[(1, 0), (0,)],
+                       options=[{}, perturb])
+    assert not torch.equal(shared.state.residual((COND, "uuid-0"))[0], plain.state.residual((COND, "uuid-0"))[0])
+
+
 def test_a_swapped_block_called_without_its_hidden_state_first_switches_caching_off_and_still_runs():
     model = ToyStack()
     hook(toy_stack_spec(), model)
