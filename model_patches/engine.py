@@ -33,7 +33,7 @@ from ..magcache.text import clip
 from . import node_text, selfcal
 from .selfcal import MEASURING, Plan, SelfCalibration
 from .spec import BlockGroup, FamilySpec
-from .swap import CachedBlockList, SwappedBlock, swapped_lists  # noqa: F401  (re-exported)
+from .swap import CachedBlockList, SwappedBlock, install_swap, swapped_lists  # noqa: F401  (re-exported)
 
 log = logging.getLogger("MagCache")
 
@@ -432,8 +432,7 @@ def apply(model, spec: FamilySpec, config: MagCacheConfig, preset=None, calibrat
     dm = model.get_model_object("diffusion_model")
     prefix = "diffusion_model._orig_mod" if dm is not unwrap(dm) else "diffusion_model"
     if spec.hook == "block_swap":  # a list already swapped by MagCache is replaced: newer settings win
-        for attr, blocks in swapped_lists(spec, unwrap(dm), CachedBlock).items():
-            model.add_object_patch(f"{prefix}.{attr}", blocks)
+        install_swap(model, spec, unwrap(dm), prefix, CachedBlock, WRAPPER_KEY)  # + the split's device copies
     else:
         existing = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
         for (kind, i), patch in replacements(spec, unwrap(dm), existing).items():

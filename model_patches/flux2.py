@@ -23,6 +23,9 @@ TINY = dict(image_model="flux2", in_channels=128, out_channels=128, vec_in_dim=N
             ref_index_scale=10.0)
 MID = dict(hidden_size=512, num_heads=8, axes_dim=[16, 16, 16, 16], depth=4, depth_single_blocks=8,
            context_in_dim=512)  # the benchmark's size (ours)
+# A checkpoint ComfyUI's loader detects as Flux.2 (server test): heads of 128 over axes 4 x 32. ComfyUI 0.33
+# derives the head count from the width; 0.8.0 fixes it at 48 (hidden 6144, 2B+ parameters: not run there).
+LOADABLE = dict(hidden_size=256, num_heads=2, axes_dim=[32, 32, 32, 32])
 
 SPEC = FamilySpec(
     name="Flux.2",
@@ -32,7 +35,7 @@ SPEC = FamilySpec(
     retention_round_half_up=FLUX1.retention_round_half_up,
     accepts=is_flux2,
     fixtures=(Fixture("flux2", "Flux2", TINY, (1, 128, 8, 8), None, "img_in", "final_layer", guidance=3.5,
-                      pooled_dim=32, settings=(0.24, 0.2, 3), text_pad=512,
+                      pooled_dim=32, settings=(0.24, 0.2, 3), text_pad=512, checkpoint=LOADABLE,
                       bench=dict(unet=MID, latent=(1, 128, 32, 32), patch=(1, 1), hidden=512, cfg=1.0, pooled_dim=32)),),
     examples=(Example("flux2.json", "text_to_image", dict(
         unet="flux2_dev_fp8mixed.safetensors", clip=("CLIPLoader", ["mistral_3_small_flux2_bf16.safetensors", "flux2",
@@ -45,5 +48,5 @@ SPEC = FamilySpec(
              "and saves its ratios as a profile, later runs use it. thresh 0.24 / retention 0.2 / K 3 are this "
              "pack's choice, not the MagCache authors'. Files: models/diffusion_models/flux2_dev_fp8mixed."
              "safetensors, models/text_encoders/mistral_3_small_flux2_bf16.safetensors, "
-             "models/vae/flux2-vae.safetensors.")),),
+             "models/vae/flux2-vae.safetensors."), run="flux2"),),
 )

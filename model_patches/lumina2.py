@@ -43,11 +43,15 @@ ZIMAGE = dict(LUMINA2, dim=256, n_heads=8, n_kv_heads=8, ffn_dim_multiplier=8.0 
 # The benchmark's Z-Image (ours): 1024 image tokens of width 512, 8 layers.
 BENCH = dict(unet=dict(dim=512, n_heads=8, n_kv_heads=8, n_layers=8, cap_feat_dim=512, axes_dims=[16, 24, 24]),
              latent=(1, 16, 64, 64), patch=(2, 2), hidden=512, cfg=1.0)
+# A checkpoint ComfyUI's loader detects as Z-Image: it knows Z-Image by its width (3840, 30 heads), and the
+# refiners keep their default depth (2 each): one layer makes 0.9B parameters, so the server run is slow.
+LOADABLE_ZIMAGE = dict(dim=3840, n_heads=30, n_kv_heads=30, axes_dims=[32, 48, 48], n_layers=1, n_refiner_layers=2,
+                       multiple_of=256)
 
 
-def fixture(name, comfy_config, unet, bench=None) -> Fixture:
+def fixture(name, comfy_config, unet, bench=None, **kw) -> Fixture:
     return Fixture(name, comfy_config, unet, (1, 16, 16, 16), None, "x_embedder", "final_layer",
-                   head_input=head_input, settings=(0.24, 0.2, 3), bench=bench or {})
+                   head_input=head_input, settings=(0.24, 0.2, 3), bench=bench or {}, **kw)
 
 
 SPEC = FamilySpec(
@@ -56,7 +60,8 @@ SPEC = FamilySpec(
     groups=(BlockGroup("double_block", "layers", outputs=("img",), image_tokens="all"),),
     presets=(),  # no published table: self-calibration
     hook="block_swap",
-    fixtures=(fixture("zimage", "ZImage", ZIMAGE, BENCH), fixture("lumina2", "Lumina2", LUMINA2)),
+    fixtures=(fixture("zimage", "ZImage", ZIMAGE, BENCH, checkpoint=LOADABLE_ZIMAGE, slow=True),
+              fixture("lumina2", "Lumina2", LUMINA2)),
     examples=(Example("z_image_turbo.json", "text_to_image", dict(
         unet="z_image_turbo_bf16.safetensors", clip=("CLIPLoader", ["qwen_3_4b.safetensors", "lumina2", "default"]),
         vae="ae.safetensors", model_type="auto", settings=(0.24, 0.2, 3), steps=9, cfg=1.0,
@@ -66,5 +71,6 @@ SPEC = FamilySpec(
              "published MagCache table, so model_type auto self-calibrates: the first run of a model computes every "
              "step and saves its ratios as a profile, later runs use it. thresh 0.24 / retention 0.2 / K 3 are this "
              "pack's choice, not the MagCache authors'; at 9 steps expect few skips. Files: models/diffusion_models/"
-             "z_image_turbo_bf16.safetensors, models/text_encoders/qwen_3_4b.safetensors, models/vae/ae.safetensors.")),),
+             "z_image_turbo_bf16.safetensors, models/text_encoders/qwen_3_4b.safetensors, models/vae/ae.safetensors."),
+        run="zimage"),),
 )

@@ -2,8 +2,8 @@
 model_type 'auto_calibrate' on any family (fine-tunes, merges, distillations).
 
 Once per sampling run (in the OUTER_SAMPLE wrapper) the run is keyed by the model (family + a cheap
-fingerprint of its config and weights) and its shape (sampler, scheduler, CFG or not); a saved
-profile of that key is used (interpolated to the run's step count, like any table). Without one, the
+fingerprint of its config and weights) and its shape (sampler, scheduler, CFG or not, reference latents
+or not); a saved profile of that key is used (interpolated to the run's step count, like any table). Without one, the
 run computes every step (its output is that of no MagCache), measures the ratios through the
 calibration path (Calibration + CalibrationHandle + profile_writer) and saves them as that profile.
 Nothing is kept on the shared model: the key is computed again each run."""
@@ -117,10 +117,23 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "x"
 
 
-def profile_name(spec: FamilySpec, fingerprint: str, sampler: str, scheduler: str, cfg: bool) -> str:
-    """The profile's name: 'auto <family> <fingerprint> <sampler> <scheduler> <cfg|nocfg>' (no step
-    count: another step count interpolates the same profile). Within the profile name rule (80 chars)."""
-    tail = f"{slug(sampler)} {slug(scheduler)} {'cfg' if cfg else 'nocfg'}"
+REFERENCE_KEY = "reference_latents"  # ComfyUI's conditioning key for reference images (ReferenceLatent node)
+
+
+def is_edit(guider) -> bool:
+    """Whether the run's conditioning carries reference latents (an edit: Flux.2 or Kontext edit,
+    Qwen-Image-Edit, Z-Image Omni). Their tokens join the stream the blocks carry and are part of the
+    cached residual, so the ratios an edit run measures are not a text-to-image run's."""
+    conds = getattr(guider, "conds", None) or getattr(guider, "original_conds", None) or {}
+    return any(isinstance(c, dict) and c.get(REFERENCE_KEY) is not None
+               for entries in conds.values() for c in (entries or ()))
+
+
+def profile_name(spec: FamilySpec, fingerprint: str, sampler: str, scheduler: str, cfg: bool, edit: bool = False) -> str:
+    """The profile's name: 'auto <family> <fingerprint> <sampler> <scheduler> <cfg|nocfg>[ edit]' (no step
+    count: another step count interpolates the same profile; ' edit' for runs with reference latents).
+    Within the profile name rule (80 chars)."""
+    tail = f"{slug(sampler)} {slug(scheduler)} {'cfg' if cfg else 'nocfg'}{' edit' if edit else ''}"
     name = f"auto {slug(spec.name)} {fingerprint} {tail}"
     if len(name) > 80:
         name = f"auto {slug(spec.name)[:30]} {fingerprint} {hashlib.sha256(tail.encode()).hexdigest()[:12]}"
@@ -140,17 +153,19 @@ def plan(spec: FamilySpec, request: SelfCalibration, guider, args, kwargs, model
     values = sigmas.tolist() if isinstance(sigmas, torch.Tensor) else list(sigmas or [])
     scheduler = scheduler_name(model_sampling, values) if len(values) > 1 else "custom"
     cfg = uses_cfg(guider)
-    name = profile_name(spec, fingerprint, sampler, scheduler, cfg)
+    edit = is_edit(guider)
+    name = profile_name(spec, fingerprint, sampler, scheduler, cfg, edit)
     path = profile_path(request.directory, name)
     if path.is_file():
         try:
             preset, meta = load_profile(path)
             auto = meta.get("self_calibration") or {}
-            if meta.get("family") == spec.name and auto.get("fingerprint") == fingerprint:
+            if (meta.get("family") == spec.name and auto.get("fingerprint") == fingerprint
+                    and bool(auto.get("edit", False)) == edit):
                 return Plan(name, preset=preset)
             log.warning("MagCache: profile '%s' is not of this model; it is measured again", name)
         except ProfileError as e:
             log.warning("MagCache: %s; it is measured again", str(e).splitlines()[0])
-    extra = {"self_calibration": {"fingerprint": fingerprint, "cfg": cfg, "forced": request.forced}}
+    extra = {"self_calibration": {"fingerprint": fingerprint, "cfg": cfg, "edit": edit, "forced": request.forced}}
     writer = profile_writer(spec, None, request.directory, name, extra=extra)
     return Plan(name, handle=CalibrationHandle(spec, None, writer))

@@ -5,6 +5,8 @@ under the same names, whose iteration and indexing hand each block out wrapped i
 routes the call through the block's hook (engine.CachedBlock) as a block replacement would be."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .spec import FamilySpec
@@ -77,3 +79,37 @@ def swapped_lists(spec: FamilySpec, diffusion_model, hook) -> dict:
         out.setdefault(group.attr, {})[i] = hook(group, n == 0, n == len(blocks) - 1)
     return {attr: CachedBlockList(list(getattr(diffusion_model, attr)._modules.values()), cached)
             for attr, cached in out.items()}
+
+
+def own_swapped_lists(main, copy) -> None:
+    """CallbacksMP ON_DEEPCLONE_MULTIGPU / ON_MATCH_MULTIGPU_CLONES: a device's copy of the model (MultiGPU
+    CFG Split) inherits the main model's object patches, whose swapped lists hold the MAIN model's block
+    modules; each swapped list is rebuilt around the copy's own modules (same hooks), so every device
+    runs its own blocks, and CompileModel's per-call swaps of one device never touch another's list."""
+    for path, swapped in list(copy.object_patches.items()):
+        if not isinstance(swapped, CachedBlockList):
+            continue
+        backup = getattr(copy, "object_patches_backup", None) or {}
+        # the copy's own list: its unpatched original, or the list now on its model (unpatched, or its own swap)
+        own = backup[path] if path in backup else functools.reduce(getattr, path.split("."), copy.model)
+        copy.add_object_patch(path, CachedBlockList(list(own._modules.values()), swapped.magcache_blocks))
+
+
+def follow_device_copies(model, key: str) -> None:
+    """Register own_swapped_lists on a ModelPatcher for the device copies ComfyUI's multi-GPU split makes
+    (ComfyUI versions with comfy.multigpu; others have no such callbacks and no copies)."""
+    from comfy.patcher_extension import CallbacksMP
+
+    for name in ("ON_DEEPCLONE_MULTIGPU", "ON_MATCH_MULTIGPU_CLONES"):
+        kind = getattr(CallbacksMP, name, None)
+        if kind is not None:
+            model.remove_callbacks_with_key(kind, key)
+            model.add_callback_with_key(kind, key, own_swapped_lists)
+
+
+def install_swap(model, spec: FamilySpec, diffusion_model, prefix: str, hook, key: str) -> None:
+    """On the clone `model`: every swapped list as an object patch at prefix.<attr>, and the callbacks that
+    give each device copy of the multi-GPU split lists of its own blocks."""
+    for attr, blocks in swapped_lists(spec, diffusion_model, hook).items():
+        model.add_object_patch(f"{prefix}.{attr}", blocks)
+    follow_device_copies(model, key)

@@ -32,7 +32,7 @@ def pytest_collection_modifyitems(config, items):
     slow = os.environ.get("MAGCACHE_SLOW") == "1"
     for item in items:
         if "slow" in item.keywords and not slow:
-            item.add_marker(pytest.mark.skip(reason="slow (Flux/Chroma need 0.5B+ parameter checkpoints): "
+            item.add_marker(pytest.mark.skip(reason="slow (Flux, Chroma, Z-Image need 0.5B+ parameter checkpoints): "
                                                     "set MAGCACHE_SLOW=1 to run"))
         if "integration" in Path(str(item.fspath)).parts:
             item.add_marker(pytest.mark.integration)

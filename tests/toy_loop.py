@@ -291,3 +291,22 @@ def sample(model, spec, config, sigmas, x, txt, cond_or_uncond=(1, 0), preset=No
             ts = torch.cat([txt[i * b:(i + 1) * b] for i in idx])
             outs.append(engine.diffusion_model_wrapper(Executor(model.forward), xs, ts, to, **forward_kwargs))
     return outs, run
+
+
+class ToyPatcher:
+    """What the block-list swap's multi-GPU callback reads of a ComfyUI ModelPatcher: the model (a
+    BaseModel-like holder of diffusion_model), its object patches and their backups."""
+
+    def __init__(self, diffusion_model, object_patches=None):
+        import types
+
+        self.model = types.SimpleNamespace(diffusion_model=diffusion_model)
+        self.object_patches = dict(object_patches or {})
+        self.object_patches_backup = {}
+
+    def add_object_patch(self, name, obj):
+        self.object_patches[name] = obj
+
+    def device_copy(self, diffusion_model):
+        """As ComfyUI's multi-GPU deep clone: another model, this patcher's object patches copied."""
+        return ToyPatcher(diffusion_model, self.object_patches)

@@ -136,3 +136,77 @@ def test_a_model_dynamo_cannot_compile_runs_uncompiled_with_a_warning(comfy, cap
         out = sample(compiled, pos, neg, seed=3, steps=4)
     assert torch.equal(out, ref.to(out.dtype))
     assert "torch.compile failed" in caplog.text and caplog.text.count("torch.compile failed") == 1
+
+
+def test_compile_on_the_block_list_swap(comfy, user_dir, monkeypatch):
+    """Z-Image (NextDiT: its `layers` loop reads no block replacements; MagCache swaps the list): the
+    compiled blocks are the ones the swapped list hands out, in either order; outputs equal eager within
+    tolerance, the skip set (on the self-calibrated profile) is unchanged, and a second run recompiles
+    nothing. Settings ours (the family has no published table)."""
+    from comfy.patcher_extension import WrappersMP
+    from comfyui_magcache.model_patches import compile as compile_module
+    from comfyui_magcache.model_patches import engine
+    from harness import after_each_run
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    name, settings = "zimage", TINY["zimage"].settings
+    pos, neg = conds(name)
+    shape = TINY[name].latent
+    base = tiny_model(name)
+    originals = list(base.model.diffusion_model.layers._modules.values())
+    warm_up_torch_compile()
+    wrapped = []
+    real_compile = torch.compile
+    monkeypatch.setattr(compile_module.torch, "compile", lambda module, **kw: wrapped.append(module) or
+                        real_compile(module, **kw))
+    # the profile first (its run computes every step), so every model below reads the same table
+    sample(comfy.MagCache.execute(base, "auto", *settings, 0, -1).result[0], pos, neg, seed=1, steps=STEPS,
+           latent_shape=shape)
+    assert len(list((user_dir / "magcache").glob("*.json"))) == 1
+
+    def build(order, seen, handed):
+        model = base.clone()
+        for step in order:
+            if step == "magcache":
+                model = comfy.MagCache.execute(model, "auto", *settings, 0, -1).result[0]
+            else:
+                model = comfy.CompileModel.execute(model, "default", "inductor", False, False).result[0]
+
+        def look(executor, *args, **kwargs):  # inside the model call: what the block loop will iterate
+            handed.append([(type(b), getattr(b, "module", b)) for b in executor.class_obj.layers])
+            return executor(*args, **kwargs)
+
+        model.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, "zz_test_look", look)
+        after_each_run(model, lambda run: seen.append({k[0]: list(st.skipped_steps) for k, st in run.state.branches.items()}))  # by cond/uncond
+        return model
+
+    seen = {k: [] for k in ("eager", "magcache_first", "compile_first")}
+    handed = {k: [] for k in seen}
+    models = {"eager": build(["magcache"], seen["eager"], handed["eager"]),
+              "magcache_first": build(["magcache", "compile"], seen["magcache_first"], handed["magcache_first"]),
+              "compile_first": build(["compile", "magcache"], seen["compile_first"], handed["compile_first"])}
+    with torch.inference_mode():
+        breaks = dynamo_counts()[2]
+        outs = {k: sample(m, pos, neg, seed=2, steps=STEPS, latent_shape=shape) for k, m in models.items()}
+        assert dynamo_counts()[2] == breaks
+        assert [m for m in wrapped] == originals * 2  # each model's own layers, once per compiled model
+        assert all(t is engine.SwappedBlock and m in originals for call in handed["eager"] for t, m in call)
+        for k in ("magcache_first", "compile_first"):
+            for call in handed[k]:  # the swapped list hands out the compiled blocks, hooked
+                assert [t for t, _ in call] == [engine.SwappedBlock] * len(originals)
+                assert [type(m) for _, m in call] == [OptimizedModule] * len(originals)
+                assert [m._orig_mod for _, m in call] == originals
+            assert (outs[k] - outs["eager"]).abs().max().item() < 1e-4
+            assert seen[k] == seen["eager"]
+        assert any(steps for steps in seen["eager"][0].values())  # MagCache skipped something
+
+        counts, entries = dynamo_counts(), cache_entries(models["eager"])
+        assert entries > 0
+        for k in ("magcache_first", "compile_first"):
+            again = sample(models[k], pos, neg, seed=3, steps=STEPS, latent_shape=shape)
+            eager = sample(models["eager"], pos, neg, seed=3, steps=STEPS, latent_shape=shape)
+            assert (again - eager).abs().max().item() < 1e-4 and seen[k][-1] == seen["eager"][-1]
+        assert dynamo_counts() == counts and cache_entries(models["eager"]) == entries
+    # between calls the list (swapped or not: ComfyUI leaves an object patch on until another patcher
+    # loads) holds the eager blocks again: CompileModel's swap lasts one model call
+    assert list(base.model.diffusion_model.layers._modules.values()) == originals

@@ -13,6 +13,7 @@ import pytest
 import torch
 from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, Schedule, get_preset, predict_skips
 from comfyui_magcache.magcache import state as state_module
+from comfyui_magcache.model_patches import FIXTURES
 from harness import TINY, after_each_run, census, conds, keep_residual_refs, sample, tiny_model
 
 NAME, PRESET, SETTINGS = "wan_t2v", "wan2.1_t2v_1.3B", (0.12, 0.2, 4)  # Wan 1.3B's recommended settings
@@ -99,8 +100,11 @@ class Observer:
                 calls[-1]["blocks"] += 1
 
             self.handles.append(dm.register_forward_pre_hook(on_model, with_kwargs=True))
-            for attr in ("blocks", "double_blocks", "single_blocks"):
-                self.handles += [b.register_forward_pre_hook(on_block) for b in getattr(dm, attr, ())]
+            for attr in ("blocks", "double_blocks", "single_blocks", "layers"):
+                # the modules themselves: a block-list swap (Lumina 2 / Z-Image) may be in place
+                blocks = getattr(dm, attr, None)
+                self.handles += [b.register_forward_pre_hook(on_block) for b in
+                                 (blocks._modules.values() if blocks is not None else ())]
 
     def close(self):
         for h in self.handles:
@@ -336,3 +340,144 @@ def test_fifty_runs_hold_no_growing_state(nodes):
     assert threads50 <= threads10
     gc.collect()
     assert len(residuals) == 2 * 50 and all(r() is None for r in residuals)  # both branches, every run, released
+
+
+# Families without a published table, under the split: Z-Image (NextDiT, block-list swap on `layers`) and
+# Flux.2 (Flux's class with global modulation, block replacements). Settings ours (test_self_calibration).
+SELF_CALIBRATED = ("zimage", "flux2")
+
+
+def one_device_profile(pack, name, pos, neg, user_dir):
+    """The ratios one device measures for `name` making cond and uncond separate calls, in a folder of
+    its own: what the split's two threads must have measured, value for value."""
+    import json
+
+    import folder_paths
+
+    own = user_dir / "one_device"
+    own.mkdir()
+    old = folder_paths.get_user_directory()
+    folder_paths.set_user_directory(str(own))
+    try:
+        model = pack.MagCache.execute(Builder.base(name=name), "auto", 0.24, 0.2, 3, 0, -1).result[0]
+        sample(separate_calls(model), pos, neg, seed=0, steps=STEPS, cfg=CFG, latent_shape=TINY[name].latent)
+        [path] = (own / "magcache").glob("*.json")
+        return json.loads(path.read_text())
+    finally:
+        folder_paths.set_user_directory(old)
+
+
+@pytest.mark.parametrize("order", sorted(ORDERS))
+@pytest.mark.parametrize("name", SELF_CALIBRATED)
+def test_self_calibration_under_the_split(nodes, name, order, user_dir, caplog):
+    """First run under the split: every step computed on both devices (output of the split without
+    MagCache), the ratios measured from two threads saved once, equal to one device's; the second run
+    uses that profile: each branch skips the rule's steps on its own device, the output is one device's
+    making the same calls, and every residual is released."""
+    import json
+    import logging
+
+    from comfyui_magcache.magcache import load_profile
+
+    settings = TINY[name].settings
+    shape = TINY[name].latent
+    pad = TINY[name].text_pad
+    pos, neg = conds(name, neg_tokens=pad + 5 if pad else 5)  # separate calls on one device too
+    one_device = one_device_profile(nodes.pack, name, pos, neg, user_dir)
+    plain_split = sample(nodes.build(nodes.base(name=name), ["split"]), pos, neg, seed=0, steps=STEPS, cfg=CFG,
+                         latent_shape=shape)
+
+    seen = []
+    patched = run_state_probe(nodes.build(nodes.base(name=name), ORDERS[order], settings), seen)
+    residuals = keep_residual_refs(patched)
+    watch = Observer({"main": patched.model.diffusion_model, "other": other_device_model(patched)})
+    try:
+        with caplog.at_level(logging.INFO, logger="MagCache"):
+            first = sample(patched, pos, neg, seed=0, steps=STEPS, cfg=CFG, latent_shape=shape)
+        calls_first = {k: list(v) for k, v in watch.calls.items()}
+        for v in watch.calls.values():
+            v.clear()
+        [path] = (user_dir / "magcache").glob("*.json")
+        said = [r.getMessage() for r in caplog.records if "self-calibration" in r.getMessage()]
+        assert len(said) == 1 and path.stem in said[0]
+        second = sample(patched, pos, neg, seed=0, steps=STEPS, cfg=CFG, latent_shape=shape)
+    finally:
+        watch.close()
+
+    # run 1: the split really ran (cond here, uncond on the other device, other threads), nothing skipped
+    assert {c["at"][1] for c in calls_first["main"]} == {(0,)} and {c["at"][1] for c in calls_first["other"]} == {(1,)}
+    assert {c["thread"] for c in calls_first["main"]}.isdisjoint({c["thread"] for c in calls_first["other"]})
+    full = max(c["blocks"] for calls in calls_first.values() for c in calls)
+    assert all(c["blocks"] == full > 0 for calls in calls_first.values() for c in calls)
+    assert torch.equal(first, plain_split)
+    # measured from two threads: one profile, the same ratios one device measures (no call mixed up)
+    data = json.loads(path.read_text())
+    assert data["family"] == FIXTURES[name][0].name and data["cfg_interleaved"] is True
+    assert data["ratios"] == one_device["ratios"]
+    table, _ = load_profile(path)
+
+    # run 2: the profile, per branch, on each branch's own device
+    assert list((user_dir / "magcache").glob("*.json")) == [path]
+    want = predict_skips(MagCacheConfig(thresh=settings[0], retention_ratio=settings[1], K=settings[2]), table.tables(STEPS), STEPS, branches=(COND, UNCOND),
+                         batched=False, round_half_up=FIXTURES[name][0].retention_round_half_up)
+    assert want[COND] or want[UNCOND]
+    assert watch.layouts("main") == {(0,)} and watch.layouts("other") == {(1,)}
+    assert watch.skipped(COND) == want[COND] and watch.skipped(UNCOND) == want[UNCOND]
+    assert [c["blocks"] for c in watch.calls["main"] if c["blocks"]] == [full] * (STEPS - len(want[COND]))
+    assert [c["blocks"] for c in watch.calls["other"] if c["blocks"]] == [full] * (STEPS - len(want[UNCOND]))
+    ref = sample(separate_calls(nodes.build(nodes.base(name=name), ["magcache"], settings)), pos, neg, seed=0,
+                 steps=STEPS, cfg=CFG, latent_shape=shape)
+    assert torch.equal(second, ref)  # one device making the same calls, with the same profile
+    assert list((user_dir / "magcache").glob("*.json")) == [path]
+    gc.collect()
+    assert len(residuals) == 2 * 2 and all(r() is None for r in residuals)  # both runs, both branches, released
+
+
+@pytest.mark.parametrize("name", SELF_CALIBRATED)
+def test_each_device_runs_its_own_blocks(nodes, name, user_dir):
+    """The other device's copy gets other weights: its branch must be computed with them (a block list
+    swapped in on one device's model must not hand that model's blocks to the other device)."""
+    settings = TINY[name].settings
+    shape = TINY[name].latent
+    pos, neg = conds(name)
+    plain = sample(nodes.build(nodes.base(name=name, clone_seed=1), ["split"]), pos, neg, seed=0, steps=4, cfg=CFG,
+                   latent_shape=shape)
+    for order in sorted(ORDERS):
+        for saved in (user_dir / "magcache").glob("*") if (user_dir / "magcache").is_dir() else ():
+            saved.unlink()  # each order's run measures (computes every step)
+        patched = nodes.build(nodes.base(name=name, clone_seed=1), ORDERS[order], settings)
+        watch = Observer({"main": patched.model.diffusion_model, "other": other_device_model(patched)})
+        try:
+            out = sample(patched, pos, neg, seed=0, steps=4, cfg=CFG, latent_shape=shape)  # measuring: all computed
+        finally:
+            watch.close()
+        assert all(c["blocks"] > 0 for calls in watch.calls.values() for c in calls), order
+        assert torch.equal(out, plain), order
+
+
+@pytest.mark.parametrize("steps", [("compile", "magcache", "split"), ("split", "magcache", "compile")],
+                         ids=["compile-magcache-split", "split-magcache-compile"])
+def test_compile_model_with_the_split_on_the_block_list_swap(nodes, steps, monkeypatch, user_dir):
+    """Z-Image: CompileModel swaps compiled blocks into each device's own swapped list for its calls (on a
+    list shared by the devices, the two threads would swap each other's blocks). The other device's copy
+    has other weights; outputs as the eager split's on the same profile."""
+    from comfyui_magcache.model_patches import compile as compile_module
+
+    name = "zimage"
+    settings, shape = TINY[name].settings, TINY[name].latent
+    wrapped = []
+    real_compile = torch.compile
+    monkeypatch.setattr(compile_module.torch, "compile", lambda module, **kw: wrapped.append(module) or
+                        real_compile(module, **kw))
+    pos, neg = conds(name)
+    eager = nodes.build(nodes.base(name=name, clone_seed=1), ["magcache", "split"], settings)
+    sample(eager, pos, neg, seed=9, steps=6, cfg=CFG, latent_shape=shape)  # measures the profile every run reads
+    refs = [sample(eager, pos, neg, seed=s, steps=6, cfg=CFG, latent_shape=shape) for s in (0, 1)]
+    compiled = nodes.build(nodes.base(name=name, clone_seed=1), steps, settings)
+    with torch.inference_mode():
+        outs = [sample(compiled, pos, neg, seed=s, steps=6, cfg=CFG, latent_shape=shape) for s in (0, 1)]
+    devices = [compiled.model.diffusion_model, other_device_model(compiled)]
+    assert {id(b) for b in wrapped} == {id(b) for dm in devices for b in dm.layers._modules.values()}
+    assert len(wrapped) == 2 * len(devices[0].layers)
+    for out, ref in zip(outs, refs):
+        assert (out - ref).abs().max().item() < 1e-4

@@ -133,3 +133,129 @@ def test_auto_calibrate_on_a_family_with_tables(comfy, user_dir, caplog):
     assert data["family"] == "Flux" and data["reference"] == "flux" and data["self_calibration"]["forced"] is True
     assert "self-calibration (model_type auto_calibrate)" in caplog.text
     assert f"table profile:{path.stem}" in caplog.text
+
+
+def reference_conds(name, ref_shape, seed=0):
+    """(positive, negative) of an edit run: ReferenceLatent on both sides (as ComfyUI's edit workflows
+    zero out the positive for the negative), so cond and uncond still batch."""
+    g = torch.Generator().manual_seed(100 + seed)
+    ref = {"reference_latents": [torch.randn(ref_shape, generator=g)]}
+    return conds(name, positive=ref, negative=ref)
+
+
+def test_flux2_edit_with_reference_latents(comfy, user_dir, caplog):
+    """Flux.2 edit (ReferenceLatent): the reference tokens are appended to the image stream (ComfyUI 0.33
+    also writes img_slice over them for the single blocks). They are part of the cached hidden state, as
+    Kontext's: skipped output = head input (image + reference tokens) + residual. An edit run and a
+    text-to-image run of one model have different token layouts, so they never share a profile."""
+    name = "flux2"
+    case, shape = CASES[name], TINY[name].latent
+    ref_shape = (1, shape[1], 4, 6)  # another size than the image: 24 reference tokens beside 64 image tokens
+    model = tiny_model(name)
+    patched = magcache(comfy, model)
+    t2i, edit = conds(name), reference_conds(name, ref_shape)
+
+    # 1. a text-to-image run measures its profile
+    sample(patched, *t2i, seed=1, steps=STEPS, latent_shape=shape)
+    [plain_profile] = profiles(user_dir)
+    # 2. the first edit run does not read it: it measures its own (output of no MagCache, nothing skipped)
+    ref = sample(model, *edit, seed=1, steps=STEPS, latent_shape=shape)
+    with observe(case, model.model.diffusion_model) as calls:
+        out = sample(patched, *edit, seed=1, steps=STEPS, latent_shape=shape)
+    assert torch.equal(out, ref) and all(c["blocks"] > 0 for c in calls)
+    assert {c["head"].shape[1] for c in calls} == {64 + 24}  # the reference tokens are in the image stream
+    [edit_profile] = set(profiles(user_dir)) - {plain_profile}
+    assert edit_profile.stem == plain_profile.stem + " edit"
+    meta = json.loads(edit_profile.read_text())
+    assert meta["self_calibration"]["edit"] is True and json.loads(plain_profile.read_text())["self_calibration"]["edit"] is False
+    table, _ = load_profile(edit_profile)
+    assert table.ratios != load_profile(plain_profile)[0].ratios
+
+    # 3. the next edit run reads the edit profile: the rule's skips, skipped output = head input + residual
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="MagCache"), observe(case, model.model.diffusion_model) as calls:
+        sample(patched, *edit, seed=2, steps=STEPS, latent_shape=shape)
+    want = rule(table, STEPS, round_half_up=True)
+    assert want[COND] and {b: skipped(calls, b) for b in (COND, UNCOND)} == want
+    assert f"table profile:{edit_profile.stem}" in caplog.text
+    residual, checked = None, 0
+    for c in calls:
+        if c["blocks"] == 0:
+            assert torch.equal(c["final"], c["head"] + residual)
+            checked += 1
+        else:
+            residual = c["final"] - c["head"]
+    assert checked == len(want[COND])
+    # 4. text-to-image again: its own profile, nothing new measured
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="MagCache"):
+        sample(patched, *t2i, seed=3, steps=STEPS, latent_shape=shape)
+    assert f"table profile:{plain_profile.stem}" in caplog.text and len(profiles(user_dir)) == 2
+
+
+def omni_head_input(dm, put) -> list:
+    """Z-Image Omni's head input: the refined caption tokens, the refined SigLIP tokens, then the refined
+    reference and image tokens (the stream NextDiT's layers run on)."""
+    parts = {}
+
+    def keep(key):
+        def hook(module, args, output):
+            parts[key] = output.detach()
+        return hook
+
+    def on_image(module, args, output):
+        put(torch.cat((parts.pop("caption"), parts.pop("siglip"), output.detach()), dim=1))
+
+    return [dm.context_refiner[-1].register_forward_hook(keep("caption")),
+            dm.siglip_refiner[-1].register_forward_hook(keep("siglip")),
+            dm.noise_refiner[-1].register_forward_hook(on_image)]
+
+
+def test_zimage_omni_through_the_whole_stream_cache(comfy, user_dir):
+    """Z-Image Omni (ComfyUI's NextDiT with a SigLIP embedder, run with reference latents and SigLIP image
+    features): the layers carry [caption, SigLIP, reference image, image] tokens; the whole stream is cached
+    (the family's layout), so it works as plain Z-Image: first run measured (its own 'edit' profile), then
+    the rule's skips, skipped output = head input + residual. Tiny sizes ours."""
+    import dataclasses
+    import inspect
+    import types
+
+    from comfy.ldm.lumina.model import NextDiT
+
+    if "siglip_feat_dim" not in inspect.signature(NextDiT.__init__).parameters:
+        pytest.skip("this ComfyUI's NextDiT has no Z-Image Omni (no siglip_feat_dim / SigLIP embedder)")
+    name = "zimage"
+    shape = TINY[name].latent
+    case = dataclasses.replace(CASES[name], head_input=omni_head_input)
+    model = tiny_model(name, siglip_feat_dim=32)
+    assert model.model.diffusion_model.siglip_embedder is not None
+    g = torch.Generator().manual_seed(7)
+    side = {"reference_latents": [torch.randn((1, shape[1], 8, 12), generator=g)],
+            "clip_vision_outputs": [types.SimpleNamespace(image_sizes=[(3, 64, 96)],
+                                                          last_hidden_state=torch.randn(1, 24, 32, generator=g))]}
+    pos, neg = conds(name, positive=side, negative=side)
+    patched = magcache(comfy, model)
+
+    ref = sample(model, pos, neg, seed=1, steps=STEPS, latent_shape=shape)
+    with observe(case, model.model.diffusion_model) as calls:
+        out = sample(patched, pos, neg, seed=1, steps=STEPS, latent_shape=shape)
+    assert torch.equal(out, ref) and all(c["blocks"] > 0 for c in calls)
+    # caption (8 tokens, padded to 32) + reference caption pad (32) + SigLIP (24, padded to 32) + reference
+    # image (24, padded to 32) + image (64): far more than the image's own tokens
+    assert {c["head"].shape[1] for c in calls} == {c["final"].shape[1] for c in calls} and calls[0]["head"].shape[1] > 64 + 32
+    [path] = profiles(user_dir)
+    assert path.stem.endswith(" edit")
+    table, _ = load_profile(path)
+
+    with observe(case, model.model.diffusion_model) as calls:
+        sample(patched, pos, neg, seed=2, steps=STEPS, latent_shape=shape)
+    want = rule(table, STEPS)
+    assert want[COND] and {b: skipped(calls, b) for b in (COND, UNCOND)} == want
+    residual, checked = None, 0
+    for c in calls:
+        if c["blocks"] == 0:
+            assert torch.equal(c["final"], c["head"] + residual)
+            checked += 1
+        else:
+            residual = c["final"] - c["head"]
+    assert checked == len(want[COND])

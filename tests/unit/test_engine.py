@@ -3,13 +3,14 @@ replacements), one that reads no replacements (the block-list swap)."""
 import pytest
 import torch
 from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, get_preset, predict_skips
-from comfyui_magcache.model_patches import engine, flux
+from comfyui_magcache.model_patches import engine, flux, swap
 from toy_loop import (
     ToyAV,
     ToyFlux,
     ToyKw,
     ToyKwDouble,
     ToyLayer,
+    ToyPatcher,
     ToyStack,
     hook,
     sample,
@@ -98,6 +99,35 @@ def test_the_block_list_swap_keeps_the_modules_their_names_and_weights():
     assert isinstance(model.layers[-1], engine.SwappedBlock) and model.layers[-1].module is model.layers._modules["3"]
     hook(toy_stack_spec(), model)  # applied twice: still one layer of wrapping
     assert all(isinstance(b.module, ToyLayer) for b in model.layers)
+
+
+def test_a_device_copy_of_a_swapped_model_gets_a_list_of_its_own_blocks():
+    """MultiGPU CFG Split copies the main model's object patches to each device's model: the swapped
+    list there must hand out that model's blocks (with the same hooks), never the main model's."""
+    spec = toy_stack_spec()
+    main_dm, other_dm = ToyStack(), ToyStack()
+    with torch.no_grad():
+        for p in other_dm.parameters():
+            p.mul_(-1.0)
+    main = ToyPatcher(main_dm)
+    for attr, blocks in engine.swapped_lists(spec, main_dm, engine.CachedBlock).items():
+        main.add_object_patch(f"diffusion_model.{attr}", blocks)
+    mine = main.object_patches["diffusion_model.layers"]
+    copy = main.device_copy(other_dm)
+    assert copy.object_patches["diffusion_model.layers"] is mine  # what ComfyUI's clone hands the copy
+    swap.own_swapped_lists(main, copy)
+    theirs = copy.object_patches["diffusion_model.layers"]
+    assert main.object_patches["diffusion_model.layers"] is mine and theirs is not mine
+    assert list(theirs._modules.values()) == list(other_dm.layers._modules.values())
+    assert theirs.magcache_blocks is mine.magcache_blocks  # the same hooks (they hold no model state)
+    # once the copy's list is on its model (its object patch applied), a further copy still finds its blocks
+    other_dm.layers = theirs
+    again = copy.device_copy(other_dm)
+    swap.own_swapped_lists(copy, again)
+    assert list(again.object_patches["diffusion_model.layers"]._modules.values()) == list(theirs._modules.values())
+    handed_out = [b.module for b in theirs]  # what the copy's block loop runs
+    assert handed_out == list(again.object_patches["diffusion_model.layers"]._modules.values())
+    assert not set(map(id, handed_out)) & set(map(id, main_dm.layers._modules.values()))
 
 
 def test_controlnet_additions_are_not_counted_twice_on_skipped_steps():

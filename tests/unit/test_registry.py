@@ -231,8 +231,28 @@ def test_self_calibration_profile_names_are_valid_and_distinct():
 
     a = profile_name(lumina2.SPEC, "0123456789ab", "euler", "simple", True)
     assert a == "auto Lumina-2-Z-Image 0123456789ab euler simple cfg" and check_name(a) == a
-    names = {profile_name(lumina2.SPEC, "0123456789ab", s, c, g)
-             for s in ("euler", "heun") for c in ("simple", "karras") for g in (True, False)}
-    assert len(names) == 8
+    names = {profile_name(lumina2.SPEC, "0123456789ab", s, c, g, e)
+             for s in ("euler", "heun") for c in ("simple", "karras") for g in (True, False) for e in (True, False)}
+    assert len(names) == 16
+    edit = profile_name(lumina2.SPEC, "0123456789ab", "euler", "simple", True, True)
+    assert edit == a + " edit" and check_name(edit) == edit  # an edit run (reference latents): its own profile
     long = profile_name(lumina2.SPEC, "0123456789ab", "x" * 70, "simple", True)
     assert len(long) <= 80 and check_name(long) == long
+    long_edit = profile_name(lumina2.SPEC, "0123456789ab", "x" * 70, "simple", True, True)
+    assert len(long_edit) <= 80 and check_name(long_edit) == long_edit and long_edit != long
+
+
+def test_an_edit_run_is_told_apart_by_its_reference_latents():
+    """Self-calibration keys an edit run (conditioning with ComfyUI's reference_latents) apart from a
+    text-to-image run of the same model: its reference tokens are in the stream it measures."""
+    import types
+
+    from comfyui_magcache.model_patches.selfcal import is_edit
+
+    def guider(*entries):
+        return types.SimpleNamespace(conds={"positive": list(entries), "negative": [{"cross_attn": None}]})
+
+    assert not is_edit(guider({"cross_attn": None, "pooled_output": None}))
+    assert is_edit(guider({"cross_attn": None, "reference_latents": ["latent"]}))
+    assert not is_edit(guider({"reference_latents": None}))
+    assert not is_edit(types.SimpleNamespace())  # a guider without conds: text-to-image
