@@ -150,6 +150,22 @@ def skipped(calls, branch):
     return sorted({c["at"][0] for c in calls if branch in c["at"][1] and c["blocks"] == 0})
 
 
+def skipped_are_head_input_plus_residual(calls) -> int:
+    """Checks every skipped call of observe()'s `calls` (one branch per call, in order): the final layer
+    got head input + the residual of the branch's last computed call, exactly (per stream). Returns how
+    many skipped calls were checked."""
+    residual, checked = None, 0
+    for c in calls:
+        if c["blocks"] == 0:
+            want = streams.add(c["head"], residual)
+            assert streams.same_layout(c["final"], want)
+            assert all(torch.equal(a, b) for a, b in zip(streams.parts(c["final"]), streams.parts(want)))
+            checked += 1
+        else:
+            residual = streams.sub(c["final"], c["head"])
+    return checked
+
+
 @pytest.fixture(params=sorted(CASES), scope="module")
 def case(request):
     return CASES[request.param]
@@ -208,16 +224,7 @@ def test_skipped_output_is_head_input_plus_residual_through_the_final_layer(comf
     with observe(case, model.model.diffusion_model) as calls:
         sample(magcache(comfy, model, "auto", settings_for(case)), pos, neg, cfg=2.0,
                latent_shape=TINY[case.tiny].latent, steps=STEPS)
-    residual, checked = None, 0
-    for c in calls:
-        if c["blocks"] == 0:
-            want = streams.add(c["head"], residual)
-            assert streams.same_layout(c["final"], want)
-            assert all(torch.equal(a, b) for a, b in zip(streams.parts(c["final"]), streams.parts(want)))
-            checked += 1
-        else:
-            residual = streams.sub(c["final"], c["head"])
-    assert checked > 0
+    assert skipped_are_head_input_plus_residual(calls) > 0
 
 
 def test_the_unpatched_model_is_unaffected(comfy, case, user_dir):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from comfyui_magcache.magcache import COND, UNCOND, load_profile
 from harness import TINY, conds, sample, tiny_model
-from test_families import CASES, expected, magcache, observe, skipped
+from test_families import CASES, expected, magcache, observe, skipped, skipped_are_head_input_plus_residual
 
 NAME = "hidream"
 CASE = CASES[NAME]
@@ -31,15 +31,8 @@ def calibrated_run(comfy, user_dir, model, pos, neg, shape):
 def check_skips(calls, table, image_tokens):
     want = expected(CASE, SETTINGS, (COND, UNCOND), table)
     assert want[COND] and {b: skipped(calls, b) for b in (COND, UNCOND)} == want
-    residual, checked = None, 0
-    for c in calls:
-        assert c["head"].shape[1] == c["final"].shape[1] == image_tokens
-        if c["blocks"] == 0:
-            assert torch.equal(c["final"], c["head"] + residual)
-            checked += 1
-        else:
-            residual = c["final"] - c["head"]
-    assert checked == len(want[COND])
+    assert all(c["head"].shape[1] == c["final"].shape[1] == image_tokens for c in calls)
+    assert skipped_are_head_input_plus_residual(calls) == len(want[COND])
 
 
 def test_edit_reference_tokens_are_cached_with_the_image_tokens(comfy, user_dir):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, load_profile, predict_skips
 from harness import TINY, conds, sample, tiny_model
-from test_families import CASES, observe, skipped
+from test_families import CASES, observe, skipped, skipped_are_head_input_plus_residual
 
 STEPS = 12
 SETTINGS = (0.24, 0.2, 3)  # ours (no published setting exists for these families)
@@ -178,14 +178,7 @@ def test_flux2_edit_with_reference_latents(comfy, user_dir, caplog):
     want = rule(table, STEPS, round_half_up=True)
     assert want[COND] and {b: skipped(calls, b) for b in (COND, UNCOND)} == want
     assert f"table profile:{edit_profile.stem}" in caplog.text
-    residual, checked = None, 0
-    for c in calls:
-        if c["blocks"] == 0:
-            assert torch.equal(c["final"], c["head"] + residual)
-            checked += 1
-        else:
-            residual = c["final"] - c["head"]
-    assert checked == len(want[COND])
+    assert skipped_are_head_input_plus_residual(calls) == len(want[COND])
     # 4. text-to-image again: its own profile, nothing new measured
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="MagCache"):
@@ -251,11 +244,4 @@ def test_zimage_omni_through_the_whole_stream_cache(comfy, user_dir):
         sample(patched, pos, neg, seed=2, steps=STEPS, latent_shape=shape)
     want = rule(table, STEPS)
     assert want[COND] and {b: skipped(calls, b) for b in (COND, UNCOND)} == want
-    residual, checked = None, 0
-    for c in calls:
-        if c["blocks"] == 0:
-            assert torch.equal(c["final"], c["head"] + residual)
-            checked += 1
-        else:
-            residual = c["final"] - c["head"]
-    assert checked == len(want[COND])
+    assert skipped_are_head_input_plus_residual(calls) == len(want[COND])
