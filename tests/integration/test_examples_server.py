@@ -72,23 +72,27 @@ RUNS = end_to_end_runs()
 
 
 def not_loadable(path: Path, fixture) -> str | None:
-    """Why this ComfyUI's model detection would not load the tiny checkpoint as the fixture's model (a
-    config value it fixes rather than reads from the weights), or None. Read from the file's shapes."""
+    """Why this ComfyUI would not load the tiny checkpoint (its detection fixes a config value, e.g.
+    Flux.2's head count on 0.8.0, that a small model cannot have), or None. The model ComfyUI detects is
+    built on the meta device and given the file's shapes: no memory, no weights read."""
     import comfy.model_detection
     import safetensors
     import torch
 
     with safetensors.safe_open(str(path), framework="pt") as f:
         sd = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
-    detected = comfy.model_detection.detect_unet_config(sd, "")
-    want = dict(fixture.unet_config, **fixture.checkpoint)
-    if detected is None:
+    config = comfy.model_detection.model_config_from_unet(sd, "")
+    if config is None:
         return f"this ComfyUI's model detection does not recognise a {fixture.name} checkpoint"
-    wrong = {k: v for k, v in detected.items() if k in want and v != want[k]}
-    if wrong:
-        return (f"this ComfyUI's model detection fixes {', '.join(f'{k}={v!r}' for k, v in wrong.items())} for "
-                f"{fixture.comfy_config} (the tiny checkpoint has {', '.join(f'{k}={want[k]!r}' for k in wrong)}): "
-                "no small checkpoint of it loads here")
+    try:
+        with torch.device("meta"):
+            config.get_model(sd, "").diffusion_model.load_state_dict(sd, strict=True, assign=True)
+    except Exception as e:
+        detected = comfy.model_detection.detect_unet_config(sd, "") or {}
+        want = dict(fixture.unet_config, **fixture.checkpoint)
+        fixed = ", ".join(f"{k}={v!r}" for k, v in detected.items() if k in want and v != want[k])
+        return (f"this ComfyUI builds {type(config).__name__} from the tiny checkpoint with values its detection "
+                f"fixes ({fixed or 'see the error'}) and cannot load it small: {str(e).splitlines()[0][:200]}")
     return None
 
 
