@@ -29,5 +29,5 @@ SPEC = FamilySpec(
         bench=dict(unet=dict(attention_head_dim=64, num_attention_heads=8, num_layers=8, joint_attention_dim=512,
                              axes_dims_rope=(16, 24, 24)), latent=(1, 16, 1, 64, 64), patch=(1, 2, 2), hidden=512,
                    cfg=4.0)),),
-    examples=(Example("qwen_image.json", "qwen_image"),),
+    examples=(Example("qwen_image.json", "qwen_image"), Example("qwen_image_edit.json", "qwen_image_edit")),
 )

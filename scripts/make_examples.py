@@ -326,6 +326,35 @@ def qwen_image() -> dict:
     ])
 
 
+def qwen_image_edit() -> dict:
+    note = ("MagCache for Qwen-Image-Edit 2509 (2511 and the first Edit the same way with their files): model_type "
+            "auto takes the authors' Qwen-Image-Edit table because the prompt encoder hands the model the input image "
+            "as reference latents (or choose qwen_image_edit). thresh 0.06, retention 0.2, K 2, 50 steps and CFG 4 "
+            "are the settings of the MagCache authors' Qwen-Image-Edit script (E006K2R02); their table was measured "
+            "on the first Qwen-Image-Edit, and using it for 2509 / 2511 is this pack's choice: model_type "
+            "auto_calibrate measures your model instead. Files: models/diffusion_models/"
+            "qwen_image_edit_2509_fp8_e4m3fn.safetensors, models/text_encoders/qwen_2.5_vl_7b_fp8_scaled.safetensors, "
+            "models/vae/qwen_image_vae.safetensors; an input image.")
+    return workflow([
+        (1, "UNETLoader", ["qwen_image_edit_2509_fp8_e4m3fn.safetensors", "default"], {}),
+        (2, "ModelSamplingAuraFlow", [3.0], {"model": (1, 0)}),
+        (3, "MagCache", ["auto", 0.06, 0.20, 2, 0, -1], {"model": (2, 0)}),
+        (4, "CLIPLoader", ["qwen_2.5_vl_7b_fp8_scaled.safetensors", "qwen_image", "default"], {}),
+        (5, "VAELoader", ["qwen_image_vae.safetensors"], {}),
+        (6, "LoadImage", ["example.png", "image"], {}),
+        (7, "ImageScaleToTotalPixels", ["lanczos", 1.0, 1], {"image": (6, 0)}),
+        (8, "TextEncodeQwenImageEditPlus", ["make it a watercolor painting"], {"clip": (4, 0), "vae": (5, 0),
+                                                                             "image1": (7, 0)}),
+        (9, "TextEncodeQwenImageEditPlus", [""], {"clip": (4, 0), "vae": (5, 0), "image1": (7, 0)}),
+        (10, "VAEEncode", [], {"pixels": (7, 0), "vae": (5, 0)}),
+        (11, "KSampler", [42, "fixed", 50, 4.0, "euler", "simple", 1.0],
+         {"model": (3, 0), "positive": (8, 0), "negative": (9, 0), "latent_image": (10, 0)}),
+        (12, "VAEDecode", [], {"samples": (11, 0), "vae": (5, 0)}),
+        (13, "SaveImage", ["MagCache_qwen_image_edit"], {"images": (12, 0)}),
+        (14, "Note", [note], {}),
+    ])
+
+
 def text_to_image(unet: str, clip: tuple, vae: str, model_type: str, settings: tuple, steps: int, cfg: float,
                   prompt: str, note: str, negative: str | None = None, guidance: float | None = None,
                   sampling: tuple | None = None, latent: tuple = ("EmptySD3LatentImage", [1024, 1024, 1]),
@@ -393,7 +422,7 @@ def ltx2_t2v(ckpt: str, text_encoder: str, model_type: str, settings: tuple, ste
 
 
 TEMPLATES = {f.__name__: f for f in (flux, flux_kontext, chroma, hunyuanvideo, wan21_t2v, wan21_i2v, wan21_vace,
-                                     wan22_t2v_a14b, qwen_image, calibration, chroma_calibration,
+                                     wan22_t2v_a14b, qwen_image, qwen_image_edit, calibration, chroma_calibration,
                                      flux_kontext_calibration, text_to_image, ltx2_t2v)}
 
 
