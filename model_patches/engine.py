@@ -126,6 +126,11 @@ class Run:
                 self.state.disable("the connected calibration has no result yet (its sampler has not run)")
         self._tables: dict = {}
 
+    def disable(self, reason: str) -> None:
+        """Caching off for the rest of the run, said once at its end; safe from any model call's thread."""
+        with self.lock:
+            self.state.disable(reason)
+
     def tables(self, preset, steps: int):
         table = preset if isinstance(preset, Preset) else get_preset(preset)
         key = (table.name, table.ratios if isinstance(preset, Preset) else None, steps)
@@ -199,8 +204,7 @@ class CachedBlock:
         its spec does not declare."""
         run = to.get(RUN_KEY)
         if run is not None:
-            with run.lock:
-                run.state.disable(reason)
+            run.disable(reason)
 
     def compute(self, args: dict, extra: dict) -> dict:
         if self.inner is not None:  # another node's replacement at this key: keep it in the chain
@@ -223,7 +227,7 @@ class CachedBlock:
                 total = streams.tokens(args[key])
                 where = image_slice(self.group, to, total, call.n_img)
                 if where is None:  # not after a computed call of this branch confirmed the layout; never guess
-                    run.state.disable(layout_problem(self.group, to, total, call.n_img))
+                    run.disable(layout_problem(self.group, to, total, call.n_img))
                 else:
                     out[key] = with_image_tokens(args[key], where, call.skip_out)
             return out
@@ -232,7 +236,7 @@ class CachedBlock:
             total = streams.tokens(out[key])
             where = image_slice(self.group, to, total, call.n_img)
             if where is None:
-                run.state.disable(layout_problem(self.group, to, total, call.n_img))
+                run.disable(layout_problem(self.group, to, total, call.n_img))
                 call.active, call.head_in = False, None
             else:
                 self.finish(run, call, image_tokens(out[key], where))
@@ -247,8 +251,7 @@ class CachedBlock:
         sigmas = to.get("sigmas")
         n_img = streams.tokens(img)
         if n_img is None:
-            with run.lock:
-                state.disable("the blocks' hidden state is not a [batch, tokens, channels] tensor (or one per stream)")
+            run.disable("the blocks' hidden state is not a [batch, tokens, channels] tensor (or one per stream)")
             return
         with run.lock:
             sched = state.schedule(to.get("sample_sigmas"))
