@@ -75,7 +75,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=None, help="comma-separated testbeds (default: every trained one)")
     ap.add_argument("--samples", type=int, default=8, help="cases per model and cfg (one class each)")
-    ap.add_argument("--cfg", default="4,1", help="comma-separated cfg values")
+    ap.add_argument("--cfg", default="2,1", help="comma-separated cfg values (the testbeds draw as trained at cfg 2: README, Quality)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "quality.json")
     ap.add_argument("--plots", type=Path, default=ROOT / "docs")
     opts = ap.parse_args()

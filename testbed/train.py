@@ -163,9 +163,9 @@ def evaluate(name, path, n):
     good = 0
     with torch.inference_mode():
         for cls, seed in models.cases(n):
-            ok = models.check(name, models.sample(patcher, cls, seed), cls)
+            ok = models.check(name, models.sample(patcher, cls, seed, cfg=2.0), cls)
             good += ok
-    print(f"checker accuracy (30 steps, cfg 4): {good}/{n}", flush=True)
+    print(f"checker accuracy (30 steps, cfg 2): {good}/{n}", flush=True)
     return good
 
 
