@@ -6,7 +6,8 @@ LazyCache and against sampling fewer steps, side by side in one run (same cases,
 
 Per model and cfg: the plain run at 30 steps (euler, simple) is the reference; MagCache uses the
 model's own calibration (one run of a case not in the benchmark) with a threshold sweep at
-retention 0.2 / K 2 and at 0.1 / 4; EasyCache (as it is, and with its input copied: see
+retention 0.2 with K 2 and 3, and at 0.1 / 4, and at the evidence rule's settings
+(magcache/evidence.py); EasyCache (as it is, and with its input copied: see
 testbed/compare.easycache) and LazyCache at their default start/end with a threshold sweep; plain
 sampling at fewer steps. Per variant: computed block calls (speed-up by compute), wall-time speed-up
 (1 thread, a shared machine: indicative only), PSNR and SSIM of the final latent (model space) to
@@ -27,19 +28,22 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
 
-MAG_THRESH = (0.03, 0.08, 0.155, 0.3, 0.6, 1.2)
-MAG_SHAPES = ((0.2, 2), (0.1, 4))  # (retention, K)
+MAG_THRESH = (0.03, 0.06, 0.1, 0.2, 0.3)  # the node accepts 0..0.3
+MAG_SHAPES = ((0.2, 2), (0.2, 3), (0.1, 4))  # (retention, K)
 EASY_THRESH = (0.05, 0.1, 0.2, 0.4)
 FEWER = (20, 15, 10, 8)
 TARGETS = (2.0, 3.0)
-COLORS = {"MagCache": (214, 39, 40), "fewer steps": (31, 119, 180), "EasyCache": (150, 150, 150),
+COLORS = {"MagCache": (214, 39, 40), "MagCache (evidence rule)": (120, 0, 0), "fewer steps": (31, 119, 180), "EasyCache": (150, 150, 150),
           "EasyCache (input copied)": (44, 160, 44), "LazyCache": (148, 103, 189)}
 
 
 def variants(handle):
+    from comfyui_magcache.magcache.evidence import evidence_settings
     from comfyui_magcache.testbed import compare
 
-    out = [compare.plain()] + [compare.plain(n) for n in FEWER]
+    rule = compare.magcache(handle, *evidence_settings(handle.result.preset("profile"), compare.STEPS))
+    rule.method, rule.label = "MagCache (evidence rule)", "evidence rule " + rule.label.split(" ", 1)[1]
+    out = [compare.plain()] + [compare.plain(n) for n in FEWER] + [rule]
     out += [compare.magcache(handle, t, r, k) for r, k in MAG_SHAPES for t in MAG_THRESH]
     out += [compare.easycache(t) for t in EASY_THRESH]
     out += [compare.easycache(t, copied=True) for t in EASY_THRESH]
@@ -58,7 +62,7 @@ def best_at(rows, method, target):
 
 
 def summarize(rows):
-    methods = ["MagCache", "fewer steps", "EasyCache", "EasyCache (input copied)", "LazyCache"]
+    methods = ["MagCache", "MagCache (evidence rule)", "fewer steps", "EasyCache", "EasyCache (input copied)", "LazyCache"]
     return {f"{t:g}x": {m: best_at(rows, m, t) for m in methods} for t in TARGETS}
 
 
