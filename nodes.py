@@ -70,6 +70,16 @@ def settings_inputs(thresh=0.06, retention=0.2, K=2):
     ]
 
 
+def window_inputs():
+    return [
+        io.Int.Input("start_step", default=0, min=START_STEP_RANGE[0], max=START_STEP_RANGE[1],
+                     tooltip="First step on which skipping is allowed."),
+        io.Int.Input("end_step", default=-1, min=END_STEP_RANGE[0], max=END_STEP_RANGE[1],
+                     tooltip="Last step on which skipping is allowed; negative counts from the end "
+                             "(-1 = the last step)."),
+    ]
+
+
 class MagCache(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -98,11 +108,7 @@ class MagCache(io.ComfyNode):
                                        "and uses it from the next run on; 'auto_calibrate' does the same on any "
                                        "model (fine-tunes, merges, distillations)."),
                 *settings_inputs(),
-                io.Int.Input("start_step", default=0, min=START_STEP_RANGE[0], max=START_STEP_RANGE[1],
-                             tooltip="First step on which skipping is allowed."),
-                io.Int.Input("end_step", default=-1, min=END_STEP_RANGE[0], max=END_STEP_RANGE[1],
-                             tooltip="Last step on which skipping is allowed; negative counts from the end "
-                                     "(-1 = the last step)."),
+                *window_inputs(),
                 RATIOS.Input("ratios", optional=True,
                              tooltip="Optional: a calibration result from a MagCache Calibration node; when "
                                      "connected it replaces model_type's table (once its sampler has run)."),
@@ -268,7 +274,9 @@ class CompileModel(io.ComfyNode):
 class MagCacheExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         available_specs()  # logs, once, any family whose model class this ComfyUI lacks
-        return [MagCache, MagCacheCalibration, MagCacheCalibrationPlot, CompileModel]
+        from .nodes_framepack import FRAMEPACK_NODES
+
+        return [MagCache, MagCacheCalibration, MagCacheCalibrationPlot, CompileModel, *FRAMEPACK_NODES]
 
 
 async def comfy_entrypoint() -> MagCacheExtension:

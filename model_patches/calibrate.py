@@ -52,7 +52,7 @@ def profile_writer(spec: FamilySpec, reference: Optional[str], directory: str, n
         meta = {"family": spec.name, "model_class": spec.model_classes[0],
                 "reference": table if isinstance(table, str) else None,
                 "sampler": run_info.get("sampler"),
-                "scheduler": scheduler_name(run_info["model_sampling"], run_info["sigmas"]),
+                "scheduler": run_info.get("scheduler") or scheduler_name(run_info["model_sampling"], run_info["sigmas"]),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "comfyui_version": comfyui_version(), **(extra or {})}
         path = save_profile(directory, name, result, meta)

@@ -66,13 +66,19 @@ def model_fingerprint(patcher, diffusion_model) -> str:
     """12 hex digits from the unet config, a few small slices of a few weight tensors (the originals
     where this patcher holds a backup) and this patcher's weight patches (LoRA keys, strengths and
     a slice of each patch). Cheap: about 7 x 64 values read, once per run."""
-    h = hashlib.sha256()
     config = getattr(getattr(patcher.model, "model_config", None), "unet_config", None) or {}
+    return weights_fingerprint(config, diffusion_model, getattr(patcher, "backup", None) or {},
+                               getattr(patcher, "patches", None) or {})
+
+
+def weights_fingerprint(config, diffusion_model, backup: dict, patches: dict) -> str:
+    """model_fingerprint from its parts: the model's config, the module, a patcher's backup of original
+    weights and its weight patches (both empty for a model no ModelPatcher holds: FramePack)."""
+    h = hashlib.sha256()
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
     params = list(diffusion_model.named_parameters())
     n = len(params)
     picks = sorted({0, 1, n // 3, n // 2, (2 * n) // 3, n - 2, n - 1} & set(range(n)))[:SAMPLED]
-    backup = getattr(patcher, "backup", None) or {}
     for i in picks:
         name, p = params[i]
         original = backup.get(f"diffusion_model.{name}")
@@ -80,9 +86,9 @@ def model_fingerprint(patcher, diffusion_model) -> str:
         t = p if t is None else t
         h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
         h.update(_tensor_bits(t))
-    for key in sorted(getattr(patcher, "patches", None) or {}):
+    for key in sorted(patches):
         h.update(str(key).encode())
-        for entry in patcher.patches[key]:
+        for entry in patches[key]:
             h.update(repr([v for v in entry if isinstance(v, (int, float, str))]).encode())
             patch = entry[1] if len(entry) > 1 else None
             weights = getattr(patch, "weights", patch)
@@ -143,17 +149,24 @@ def profile_name(spec: FamilySpec, fingerprint: str, sampler: str, scheduler: st
 def plan(spec: FamilySpec, request: SelfCalibration, guider, args, kwargs, model_sampling) -> Plan:
     """Once per run: the saved profile for this model and run shape, or a handle that measures and
     saves it. A profile that cannot be read (or is of another model) is measured again and replaced."""
-    from .calibrate import profile_writer, scheduler_name
-    from .engine import CalibrationHandle, unwrap
+    from .calibrate import scheduler_name
+    from .engine import unwrap
 
     patcher = guider.model_patcher
     fingerprint = model_fingerprint(patcher, unwrap(patcher.get_model_object("diffusion_model")))
     sigmas = sigmas_of(args, kwargs)
-    sampler = sampler_name(args, kwargs)
     values = sigmas.tolist() if isinstance(sigmas, torch.Tensor) else list(sigmas or [])
     scheduler = scheduler_name(model_sampling, values) if len(values) > 1 else "custom"
-    cfg = uses_cfg(guider)
-    edit = is_edit(guider)
+    return plan_for(spec, request, fingerprint, sampler_name(args, kwargs), scheduler, uses_cfg(guider),
+                    is_edit(guider))
+
+
+def plan_for(spec: FamilySpec, request: SelfCalibration, fingerprint: str, sampler: str, scheduler: str, cfg: bool,
+             edit: bool = False) -> Plan:
+    """plan() once the run's key is known: the saved profile of that key, or a handle that measures it."""
+    from .calibrate import profile_writer
+    from .engine import CalibrationHandle
+
     name = profile_name(spec, fingerprint, sampler, scheduler, cfg, edit)
     path = profile_path(request.directory, name)
     if path.is_file():
