@@ -180,7 +180,8 @@ class Sections:
                 run = self.runs[sampler] = new_run(self.settings, None, lambda: self.plan(model, sampler, cfg))
         to = {RUN_KEY: run, "sample_sigmas": sigmas, "sigmas": t, "cond_or_uncond": [branch]}
         last = isinstance(i, int) and i == sigmas.shape[0] - 2 and (branch == UNCOND or not cfg)
-        return Call(run, run.preset, to), (lambda: self.end(run, sampler_name(sampler))) if last else None
+        preset = run.preset if run.preset is not None else selfcal.MEASURING  # None: self-calibration measures
+        return Call(run, preset, to), (lambda: self.end(run, sampler_name(sampler))) if last else None
 
     def plan(self, model, sampler, cfg: bool) -> selfcal.Plan:
         """Self-calibration's plan for a section, keyed as for the other families."""

@@ -91,7 +91,7 @@ def conditioning(seed: int, tokens: int = 6):
 
 
 def sample(model: dict, steps: int = 25, cfg: float = 1.0, seconds: float = 0.6, window: int = 2, seed: int = 0,
-           image_embeds: bool = True) -> torch.Tensor:
+           image_embeds: bool = True, teacache: bool = False) -> torch.Tensor:
     """FramePackSampler.process with the wrapper's own arguments on a 64x64 start frame: `window` latent frames
     per section, round(seconds * 30 / (window * 4)) sections (0.6 s, window 2: two sections)."""
     nodes = load()
@@ -100,7 +100,7 @@ def sample(model: dict, steps: int = 25, cfg: float = 1.0, seconds: float = 0.6,
     embeds = {"last_hidden_state": torch.randn(1, 4, TINY["image_proj_dim"], generator=g)} if image_embeds else None
     (out,) = nodes.FramePackSampler().process(
         model=model, shift=0.0, positive=conditioning(1), negative=conditioning(2), latent_window_size=window,
-        use_teacache=False, total_second_length=seconds, teacache_rel_l1_thresh=0.15, steps=steps, cfg=cfg,
+        use_teacache=teacache, total_second_length=seconds, teacache_rel_l1_thresh=0.15, steps=steps, cfg=cfg,
         guidance_scale=10.0, seed=seed, sampler="unipc_bh1", gpu_memory_preservation=0.0, start_latent=start,
         image_embeds=embeds)
     return out["samples"]

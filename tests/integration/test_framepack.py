@@ -6,12 +6,14 @@ Observed from outside the pack: per model call (in order; one per step with cfg 
 CFG) whether any block ran, the blocks' input (process_input_hidden_states) and the hidden state after them
 (norm_out's input)."""
 import contextlib
+import json
 import logging
 
 import pytest
 import torch
 from framepack_wrapper import require_wrapper, sample, tiny_model
-from unit.test_authors_reference import framepack_script  # the transcription of the authors loop
+from test_families import skipped_are_head_input_plus_residual
+from unit.test_authors_reference import framepack_script  # the transcription of the authors' loop
 
 STEPS = 25
 SETTINGS = {"framepack": (0.10, 0.2, 3), "framepack_f1": (0.10, 0.2, 3)}  # the authors' (recommended.json)
@@ -90,8 +92,123 @@ def test_skip_sets_follow_the_authors_loop_in_every_section(fp, preset, caplog):
     with caplog.at_level(logging.INFO, logger="MagCache"), observe(cached) as calls:
         out = sample(cached)
     got = skip_sets(calls)
-    print(preset, got, want)
     assert len(got) == 2 and got == [want, want]
     assert all(c["blocks"] in (0, 4) for c in calls)
     assert torch.isfinite(out).all()
     assert caplog.text.count(f"MagCache: skipped {len(want)}/{STEPS} steps (cond {len(want)})") == 2
+
+
+def test_skipped_output_is_head_input_plus_residual_and_sections_start_afresh(fp):
+    model = tiny_model()
+    with observe(model) as plain:
+        base = sample(model)
+    cached = magcache(fp, model)
+    with observe(cached) as calls:
+        out = sample(cached)
+    assert skipped_are_head_input_plus_residual(calls) == 26
+    # up to its first skip the first section is the uncached run exactly; every section computes its retained
+    # steps (nothing carried over from the section before: no residual to skip with, accumulators reset)
+    assert all(torch.equal(a["final"], b["final"]) for a, b in zip(calls[:5], plain[:5]))
+    assert all(c["blocks"] == 4 for c in calls[:5] + calls[STEPS:STEPS + 5])
+    assert not torch.equal(out, base) and torch.isfinite(out).all()
+
+
+def test_the_input_model_is_untouched_and_samples_as_before(fp):
+    model = tiny_model()
+    transformer = model["transformer"]
+    lists = {a: getattr(transformer, a) for a in ("transformer_blocks", "single_transformer_blocks")}
+    before = {k: v.clone() for k, v in transformer.state_dict().items()}
+    base = sample(model, steps=10)
+    cached = magcache(fp, model, settings=(0.3, 0.1, 6))
+    assert cached is not model and cached["transformer"] is not transformer and cached["dtype"] == model["dtype"]
+    sample(cached, steps=10)
+    assert {a: getattr(transformer, a) for a in lists} == lists and "forward" not in transformer.__dict__
+    from comfyui_magcache.model_patches.swap import CachedBlockList
+
+    assert not any(isinstance(v, CachedBlockList) for v in lists.values())
+    assert all(torch.equal(v, before[k]) for k, v in transformer.state_dict().items())
+    with observe(model) as calls:
+        again = sample(model, steps=10)
+    assert torch.equal(again, base) and all(c["blocks"] == 4 for c in calls)
+    # MagCache applied to the node's output starts again from the original (the newer settings win)
+    twice = magcache(fp, cached, settings=(0.10, 0.2, 3))
+    assert twice["transformer"].__dict__["magcache_original"] is transformer
+
+
+def test_real_cfg_keeps_a_state_per_branch(fp):
+    from comfyui_magcache.magcache import get_preset
+
+    cached = magcache(fp, tiny_model())
+    with observe(cached) as calls:
+        sample(cached, steps=STEPS, cfg=3.0)
+    want = framepack_script(get_preset("framepack").ratios, STEPS, 0.10, 0.2, 3)
+    cond = skip_sets(calls[0::2])
+    uncond = skip_sets(calls[1::2])
+    assert cond == uncond == [want, want]
+    assert skipped_are_head_input_plus_residual(calls[0::2]) == skipped_are_head_input_plus_residual(calls[1::2]) == 26
+
+
+def test_teacache_on_turns_magcache_off_with_one_warning(fp, caplog):
+    model = tiny_model()
+    base = sample(model, steps=10, teacache=True)
+    with caplog.at_level(logging.WARNING, logger="MagCache"):
+        out = sample(magcache(fp, model), steps=10, teacache=True)
+    assert torch.equal(out, base)
+    assert caplog.text.count("use_teacache is on, so MagCache is off") == 1
+
+
+def test_a_model_that_is_not_framepacks_is_refused_with_what_is_needed(comfy):
+    import comfyui_magcache.nodes_framepack as nodes_framepack
+
+    for bad in ({"dtype": torch.float32}, {"transformer": torch.nn.Linear(2, 2)}, "model"):
+        with pytest.raises(ValueError, match="needs the FramePackMODEL of kijai's ComfyUI-FramePackWrapper"):
+            nodes_framepack.MagCacheFramePack.execute(bad, "framepack", 0.1, 0.2, 3)
+
+
+def profiles(folder):
+    return sorted((folder / "magcache").glob("*.json"))
+
+
+def test_auto_calibrate_measures_the_first_section_then_uses_the_profile(fp, user_dir):
+    from comfyui_magcache.magcache import MagCacheConfig, load_profile, predict_skips
+
+    model = tiny_model(seed=3)
+    with observe(model) as plain:
+        sample(model)
+    cached = magcache(fp, model, "auto_calibrate", (0.3, 0.1, 6))
+    with observe(cached) as calls:
+        sample(cached)
+    assert all(c["blocks"] == 4 for c in calls[:STEPS])  # section 1 measured: every step computed
+    assert all(torch.equal(a["final"], b["final"]) for a, b in zip(calls[:STEPS], plain[:STEPS]))
+    (path,) = profiles(user_dir)
+    table, meta = load_profile(path)
+    assert meta["family"] == "FramePack" and meta["sampler"] == "unipc_bh1" and meta["scheduler"] == "flux_shift"
+    assert meta["self_calibration"]["cfg"] is False and path.stem.startswith("auto FramePack ")
+    assert path.stem.endswith(" unipc_bh1 flux_shift nocfg")
+    want = predict_skips(MagCacheConfig(0.3, 0.1, 6), table.tables(STEPS), STEPS)[0]
+    assert want and skip_sets(calls[STEPS:]) == [want]  # section 2 already used the profile
+    with observe(cached) as again:
+        sample(cached)
+    assert skip_sets(again) == [want, want] and profiles(user_dir) == [path]
+
+
+def test_calibration_node_saves_a_profile_the_node_then_uses(fp, user_dir):
+    from comfyui_magcache.magcache import MagCacheConfig, load_profile, predict_skips
+
+    model = tiny_model(seed=4)
+    out = fp.MagCacheFramePackCalibration.execute(model, "framepack_f1", "fp test").args
+    recording, handle = out
+    base = sample(model, steps=12)
+    with observe(recording) as calls:
+        got = sample(recording, steps=12)
+    assert torch.equal(got, base) and all(c["blocks"] == 4 for c in calls)
+    (path,) = profiles(user_dir)
+    table, meta = load_profile(path)
+    assert path.stem == "fp test" and meta["family"] == "FramePack" and meta["reference"] == "framepack_f1"
+    assert handle.result is not None and handle.result.steps == 12
+    assert json.loads(path.read_text())["steps"] == 12
+    cached = magcache(fp, model, "profile:fp test", (0.3, 0.1, 6))
+    with observe(cached) as calls:
+        sample(cached, steps=12)
+    want = predict_skips(MagCacheConfig(0.3, 0.1, 6), table.tables(12), 12)[0]
+    assert want and skip_sets(calls, steps=12) == [want, want]
