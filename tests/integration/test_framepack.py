@@ -8,6 +8,7 @@ CFG) whether any block ran, the blocks' input (process_input_hidden_states) and 
 import contextlib
 import json
 import logging
+import os
 
 import pytest
 import torch
@@ -212,3 +213,123 @@ def test_calibration_node_saves_a_profile_the_node_then_uses(fp, user_dir):
         sample(cached, steps=12)
     want = predict_skips(MagCacheConfig(0.3, 0.1, 6), table.tables(12), 12)[0]
     assert want and skip_sets(calls, steps=12) == [want, want]
+
+
+# ---- the example workflow against a real server with the wrapper installed --------------------------------
+
+SHIM = '''# test-only: lets kijai's FramePackWrapper import and move its model on a CPU-only torch (its memory.py asks
+# for the CUDA device at import and reads CUDA memory statistics before moving the model)
+import torch
+torch.cuda.current_device = lambda: 0
+torch.cuda.memory_stats = lambda device=None: {"active_bytes.all.current": 0, "reserved_bytes.all.current": 0}
+torch.cuda.mem_get_info = lambda device=None: (64 << 30, 64 << 30)
+'''
+
+TEST_NODES = '''
+import sys
+import torch
+
+TINY = %r
+
+
+def wrapper_module(suffix):
+    return next(m for name, m in list(sys.modules.items()) if name.endswith(suffix))
+
+
+class MagCacheTestFramePackModel:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+    RETURN_TYPES = ("FramePackMODEL",)
+    FUNCTION = "run"
+    CATEGORY = "testing"
+
+    def run(self):
+        cls = wrapper_module("diffusers_helper.models.hunyuan_video_packed").HunyuanVideoTransformer3DModel
+        torch.manual_seed(0)
+        transformer = cls(**TINY)
+        with torch.no_grad():
+            for p in transformer.parameters():
+                p.normal_(0, 0.05)
+        return ({"transformer": transformer.eval(), "dtype": torch.float32},)
+
+
+class MagCacheTestEncode:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"pixels": ("IMAGE",)}}
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "run"
+    CATEGORY = "testing"
+
+    def run(self, pixels):
+        g = torch.Generator().manual_seed(0)
+        return ({"samples": torch.randn(1, 16, 1, pixels.shape[1] // 8, pixels.shape[2] // 8, generator=g)},)
+
+
+class MagCacheTestClipVision:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+    RETURN_TYPES = ("CLIP_VISION_OUTPUT",)
+    FUNCTION = "run"
+    CATEGORY = "testing"
+
+    def run(self):
+        g = torch.Generator().manual_seed(0)
+        return ({"last_hidden_state": torch.randn(1, 4, TINY["image_proj_dim"], generator=g)},)
+
+
+NODE_CLASS_MAPPINGS = {n.__name__: n for n in (MagCacheTestFramePackModel, MagCacheTestEncode, MagCacheTestClipVision)}
+'''
+
+
+@pytest.fixture(scope="module")
+def framepack_server(comfy, tmp_path_factory):
+    from comfy_server import ComfyServer
+    from conftest import COMFYUI
+    from framepack_wrapper import TINY
+    from test_examples_server import placeholders_of
+
+    folder = require_wrapper()
+    srv = ComfyServer(COMFYUI, {}, placeholders_of(["framepack.json"]))
+    shim = tmp_path_factory.mktemp("framepack_shim")
+    (shim / "sitecustomize.py").write_text(SHIM)
+    (srv.base / "custom_nodes" / "ComfyUI-FramePackWrapper").symlink_to(folder, target_is_directory=True)
+    (srv.base / "custom_nodes" / "magcache_test_framepack").mkdir()
+    (srv.base / "custom_nodes" / "magcache_test_framepack" / "__init__.py").write_text(TEST_NODES % (TINY,))
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(shim), os.environ.get("PYTHONPATH")])))
+            srv.start()
+        yield srv
+    finally:
+        srv.stop()
+        assert not srv.base.exists()
+
+
+def test_example_runs_on_a_server_with_the_wrapper(framepack_server):
+    from comfyui_magcache.magcache import get_preset
+    from test_examples_server import ROOT, check_example, to_api
+
+    object_info = framepack_server.get("/object_info")
+    assert "FramePackSampler" in object_info, "the wrapper did not load:\n" + framepack_server.log()[-3000:]
+    check_example("framepack.json", object_info)
+    wf = json.loads((ROOT / "examples" / "framepack.json").read_text())
+    prompt = to_api(wf, object_info, None, (6, 32, 16))
+    for node in prompt.values():
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind == "LoadFramePackModel":
+            node.update(class_type="MagCacheTestFramePackModel", inputs={})
+        elif kind == "VAEEncode":
+            node.update(class_type="MagCacheTestEncode", inputs={"pixels": inputs["pixels"]})
+        elif kind == "CLIPVisionEncode":
+            node.update(class_type="MagCacheTestClipVision", inputs={})
+        elif kind == "ImageScale":
+            inputs.update(width=64, height=64)
+        elif kind == "FramePackSampler":
+            inputs.update(steps=12, latent_window_size=2, total_second_length=0.6)
+    result = framepack_server.run_prompt(prompt)
+    assert result["status"]["status_str"] == "success", framepack_server.log()[-3000:]
+    want = framepack_script(get_preset("framepack").ratios, 12, 0.10, 0.2, 3)
+    assert framepack_server.log().count(f"MagCache: skipped {len(want)}/12 steps (cond {len(want)})") == 2
