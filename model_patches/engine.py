@@ -30,7 +30,7 @@ import torch
 
 from ..magcache import COND, Calibration, CalibrationResult, MagCacheConfig, Preset, RunState, get_preset, streams
 from ..magcache.text import clip
-from . import node_text, selfcal
+from . import calibrate, node_text, selfcal
 from .selfcal import MEASURING, Plan, SelfCalibration
 from .spec import BlockGroup, FamilySpec
 from .swap import CachedBlockList, SwappedBlock, install_swap, swapped_lists  # noqa: F401  (re-exported)
@@ -368,11 +368,14 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         run.state.disable(failure)
     guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
     guider.model_options["transformer_options"][RUN_KEY] = run
+    completed = False
     try:
-        return executor(*args, **kwargs)
+        out = executor(*args, **kwargs)
+        completed = True
+        return out
     finally:
-        if run.calibration is not None:
-            node_text.show(finish_calibration(run, sampling, args, kwargs))
+        if run.calibration is not None:  # saved only from a run that completed (interrupt, OOM: nothing)
+            node_text.show(finish_calibration(run, sampling, args, kwargs) if completed else calibrate.stopped(run))
         else:
             report = run_report(run)
             log.info(report)
@@ -393,12 +396,13 @@ def finish_calibration(run: Run, model_sampling, args, kwargs) -> str:
     is logged and reported, never raised, so the generation itself is never lost to it."""
     sched = run.state.current_schedule
     try:
-        result = run.calibration.result(sched.steps) if sched is not None else None
+        result = run.calibration.result(sched.steps, sched.offset) if sched is not None else None
         if result is None:
             log.warning("MagCache calibration: nothing was recorded in this run")
             return "MagCache calibration: nothing was recorded in this run, no profile was saved"
         handle = run.handle
         handle.finish(result, {"sampler": selfcal.sampler_name(args, kwargs), "sigmas": sched.sigmas,
+                               "offset": sched.offset, "total": sched.total,
                                "preset": run.last_preset, "model_sampling": model_sampling})
         return handle.info.get("message") or f"MagCache calibration: measured {result.steps} steps"
     except Exception as e:
