@@ -7,6 +7,8 @@ import logging
 from datetime import datetime, timezone
 from typing import Optional
 
+import torch
+
 from ..magcache import MagCacheConfig, get_preset, save_profile
 from ..magcache.plot import plot_calibration, save_png
 from ..magcache.profiles import KEEP_AUTO, prune
@@ -29,7 +31,10 @@ def scheduler_name(model_sampling, sigmas) -> str:
     """Which ComfyUI scheduler made `sigmas` (for the profile's record), or 'custom'."""
     from .profile_keys import identify
 
-    return identify(model_sampling, list(sigmas), getattr(model_sampling, "sigmas", None)).scheduler
+    if sigmas is None:
+        return "custom"
+    values = sigmas.tolist() if isinstance(sigmas, torch.Tensor) else list(sigmas)
+    return identify(model_sampling, values, getattr(model_sampling, "sigmas", None)).scheduler
 
 
 def profile_writer(spec: FamilySpec, reference: Optional[str], directory: str, name: str,
@@ -45,7 +50,8 @@ def profile_writer(spec: FamilySpec, reference: Optional[str], directory: str, n
         meta = {"family": spec.name, "model_class": spec.model_classes[0],
                 "reference": table if isinstance(table, str) else None,
                 "sampler": run_info.get("sampler"),
-                "scheduler": scheduler_name(run_info["model_sampling"], run_info["sigmas"]),
+                "scheduler": (extra or {}).get("scheduler") or scheduler_name(run_info["model_sampling"],
+                                                                              run_info["sigmas"]),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "comfyui_version": comfyui_version(), **(extra or {})}
         if run_info.get("offset", 0) or run_info.get("total", result.steps) != result.steps:

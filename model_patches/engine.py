@@ -401,7 +401,7 @@ def finish_calibration(run: Run, model_sampling, args, kwargs) -> str:
             log.warning("MagCache calibration: nothing was recorded in this run")
             return "MagCache calibration: nothing was recorded in this run, no profile was saved"
         handle = run.handle
-        handle.finish(result, {"sampler": selfcal.sampler_name(args, kwargs), "sigmas": sched.sigmas,
+        handle.finish(result, {"sampler": selfcal.sampler_name(args, kwargs), "sigmas": selfcal.sigmas_of(args, kwargs),
                                "offset": sched.offset, "total": sched.total,
                                "preset": run.last_preset, "model_sampling": model_sampling})
         return handle.info.get("message") or f"MagCache calibration: measured {result.steps} steps"
