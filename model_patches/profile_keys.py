@@ -20,7 +20,7 @@ import torch
 from .spec import FamilySpec
 
 PER_TENSOR = 16  # values read from every tensor, evenly strided over it (ours)
-DIGITS = 4  # significant digits of a sigma in the curve hash: stable across processes and versions (ours)
+DIGITS = 4  # digits of the sigmas in the curve hash: stable across processes and versions (ours)
 REFERENCE_STEPS = 16  # step count at which a recognised scheduler's curve is hashed (step-count free keys)
 SEARCH = 3  # schedule lengths tried either side of the estimate when recognising a piece of a schedule
 
@@ -32,8 +32,11 @@ def slug(text: str) -> str:
 # -- the sigma curve -------------------------------------------------------------------------------
 
 def curve_hash(values, tag: str = "") -> str:
-    """8 hex digits of the sigmas rounded to DIGITS significant digits (start included)."""
-    text = tag + "|" + ",".join(f"{float(v):.{DIGITS - 1}e}" for v in values)
+    """8 hex digits of the normalised sigmas: the start to DIGITS significant digits, then every sigma
+    as a fraction of the start to DIGITS decimals (so float noise near 0 does not count)."""
+    values = [float(v) for v in values]
+    start = values[0] if values and values[0] > 0 else 1.0
+    text = f"{tag}|{start:.{DIGITS - 1}e}|" + ",".join(f"{v / start:.{DIGITS}f}" for v in values)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
@@ -97,19 +100,22 @@ def identify(model_sampling, values, model_sigmas=None) -> Curve:
 
 # -- the model -------------------------------------------------------------------------------------
 
-def _picks(t: torch.Tensor) -> Optional[torch.Tensor]:
-    """PER_TENSOR values evenly strided over `t` (first and last included), float32, on its device."""
+def _picks(t: torch.Tensor, indices: dict) -> Optional[torch.Tensor]:
+    """PER_TENSOR values evenly strided over `t` (first and last included), in its dtype, on its device.
+    indices: the index tensors already made, by (size, device): one per distinct size."""
     if t.is_meta or t.numel() == 0:
         return None
     flat = t.detach().reshape(-1)
-    n = flat.numel()
-    index = torch.linspace(0, n - 1, min(n, PER_TENSOR), device=flat.device).round().long()
+    key = (flat.numel(), flat.device)
+    if key not in indices:
+        n = flat.numel()
+        indices[key] = torch.linspace(0, n - 1, min(n, PER_TENSOR)).round().long().to(flat.device)
     try:
-        return flat[index].float()
+        return flat[indices[key]]
     except (RuntimeError, TypeError):  # dtypes without indexing kernels (some float8 builds): their bytes
         if flat.element_size() != 1:
             raise
-        return flat.view(torch.uint8)[index].float()
+        return flat.view(torch.uint8)[indices[key]]
 
 
 def model_fingerprint(patcher, diffusion_model) -> str:
@@ -121,7 +127,8 @@ def model_fingerprint(patcher, diffusion_model) -> str:
     config = getattr(getattr(patcher.model, "model_config", None), "unet_config", None) or {}
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
     backup = getattr(patcher, "backup", None) or {}
-    parts: dict = {}  # device -> slices, read back in one copy each
+    parts: dict = {}  # (device, dtype) -> slices, read back in one copy each
+    indices: dict = {}
     with torch.no_grad():
         for name, t in diffusion_model.state_dict(keep_vars=True).items():
             original = backup.get(f"diffusion_model.{name}")
@@ -129,7 +136,7 @@ def model_fingerprint(patcher, diffusion_model) -> str:
             if not isinstance(t, torch.Tensor):
                 continue
             h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
-            _add(parts, name, t)
+            _add(parts, indices, name, t)
         patches = getattr(patcher, "patches", None) or {}
         for key in sorted(patches, key=str):
             h.update(str(key).encode())
@@ -139,21 +146,21 @@ def model_fingerprint(patcher, diffusion_model) -> str:
                 weights = getattr(patch, "weights", patch)
                 for j, w in enumerate(weights if isinstance(weights, (tuple, list)) else (weights,)):
                     if isinstance(w, torch.Tensor):
-                        _add(parts, f"{key}/{i}/{j}", w)
-        for device in sorted(parts, key=str):
-            names, values = zip(*parts[device])
+                        _add(parts, indices, f"{key}/{i}/{j}", w)
+        for group in sorted(parts, key=str):
+            names, values = zip(*parts[group])
             h.update("".join(names).encode())
-            h.update(torch.cat(values).cpu().numpy().tobytes())
+            h.update(torch.cat(values).float().cpu().numpy().tobytes())
     return h.hexdigest()[:12]
 
 
-def _add(parts: dict, name: str, t: torch.Tensor) -> None:
+def _add(parts: dict, indices: dict, name: str, t: torch.Tensor) -> None:
     try:
-        picked = _picks(t)
+        picked = _picks(t, indices)
     except Exception:  # quantized or otherwise unreadable tensors: their name, shape and dtype still count
         return
     if picked is not None:
-        parts.setdefault(picked.device, []).append((name, picked))
+        parts.setdefault((str(picked.device), str(picked.dtype)), []).append((name, picked))
 
 
 # -- the name --------------------------------------------------------------------------------------
