@@ -11,7 +11,7 @@ import torch
 
 from ..magcache import MagCacheConfig, get_preset, save_profile
 from ..magcache.plot import plot_calibration, save_png
-from ..magcache.profiles import KEEP_AUTO, prune
+from ..magcache import profiles as profile_files
 from ..magcache.text import clip
 from .spec import FamilySpec
 
@@ -66,10 +66,11 @@ def profile_writer(spec: FamilySpec, reference: Optional[str], directory: str, n
                        f"were saved as profile '{name}' ({shape}) to {path}; the next runs use it")
         else:
             message = f"MagCache calibration: saved profile '{name}' ({shape}) to {path}"
-        removed = prune(directory, keep) if keep else []
+        limit = profile_files.KEEP_AUTO
+        removed = profile_files.prune(directory, keep, limit) if keep else []
         if removed:
             message += (f"\nRemoved the {len(removed)} least recently used automatic profile(s) of this model "
-                        f"(at most {KEEP_AUTO} are kept): {', '.join(removed)}")
+                        f"(at most {limit} are kept): {', '.join(removed)}")
         log.info(message)
         reference_table = get_preset(meta["reference"]) if meta["reference"] else None
         config = MagCacheConfig(*reference_table.recommended) if reference_table else MagCacheConfig()

@@ -100,43 +100,36 @@ def identify(model_sampling, values, model_sigmas=None) -> Curve:
 
 # -- the model -------------------------------------------------------------------------------------
 
-def _picks(t: torch.Tensor, indices: dict) -> Optional[torch.Tensor]:
-    """PER_TENSOR values evenly strided over `t` (first and last included), in its dtype, on its device.
-    indices: the index tensors already made, by (size, device): one per distinct size."""
-    if t.is_meta or t.numel() == 0:
+def _picks(t: torch.Tensor) -> Optional[torch.Tensor]:
+    """PER_TENSOR values evenly strided over `t` (the first included), a view in its dtype on its device."""
+    n = t.numel()
+    if t.is_meta or n == 0:
         return None
-    flat = t.detach().reshape(-1)
-    key = (flat.numel(), flat.device)
-    if key not in indices:
-        n = flat.numel()
-        indices[key] = torch.linspace(0, n - 1, min(n, PER_TENSOR)).round().long().to(flat.device)
-    try:
-        return flat[indices[key]]
-    except (RuntimeError, TypeError):  # dtypes without indexing kernels (some float8 builds): their bytes
-        if flat.element_size() != 1:
-            raise
-        return flat.view(torch.uint8)[indices[key]]
+    count, stride = min(n, PER_TENSOR), max(1, n // PER_TENSOR)
+    if t.is_contiguous():
+        return t.as_strided((count,), (stride,))  # one cheap view: the cost is per tensor, not per value
+    return t.reshape(-1)[::stride][:count]
 
 
 def model_fingerprint(patcher, diffusion_model) -> str:
     """12 hex digits from the unet config, the name, shape and dtype of every tensor of the model's
     state dict and PER_TENSOR values strided over each (the originals where this patcher holds a
-    backup), and this patcher's weight patches (keys, strengths and values of each patch). One host
-    copy per device; stable across processes (the bytes of float32 values)."""
+    backup), and this patcher's weight patches (keys, strengths and values of each patch). One view per
+    tensor and one host copy per device and dtype; stable across processes (the bytes of float32 values).
+    About 20 ms for 1,000 tensors, under 1 ms for the tiny models (scripts/profile_checks.py, CPU)."""
     h = hashlib.sha256()
     config = getattr(getattr(patcher.model, "model_config", None), "unet_config", None) or {}
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
     backup = getattr(patcher, "backup", None) or {}
     parts: dict = {}  # (device, dtype) -> slices, read back in one copy each
-    indices: dict = {}
     with torch.no_grad():
-        for name, t in diffusion_model.state_dict(keep_vars=True).items():
+        for name, t in diffusion_model.state_dict().items():
             original = backup.get(f"diffusion_model.{name}")
             t = getattr(original, "weight", None) if original is not None else t
             if not isinstance(t, torch.Tensor):
                 continue
             h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
-            _add(parts, indices, name, t)
+            _add(parts, name, t)
         patches = getattr(patcher, "patches", None) or {}
         for key in sorted(patches, key=str):
             h.update(str(key).encode())
@@ -146,17 +139,21 @@ def model_fingerprint(patcher, diffusion_model) -> str:
                 weights = getattr(patch, "weights", patch)
                 for j, w in enumerate(weights if isinstance(weights, (tuple, list)) else (weights,)):
                     if isinstance(w, torch.Tensor):
-                        _add(parts, indices, f"{key}/{i}/{j}", w)
+                        _add(parts, f"{key}/{i}/{j}", w)
         for group in sorted(parts, key=str):
             names, values = zip(*parts[group])
             h.update("".join(names).encode())
-            h.update(torch.cat(values).float().cpu().numpy().tobytes())
+            try:
+                picked = torch.cat(values).float()
+            except (RuntimeError, TypeError):  # dtypes torch cannot concatenate or convert here: their bytes
+                picked = torch.cat([v.contiguous().view(torch.uint8) for v in values])
+            h.update(picked.cpu().numpy().tobytes())
     return h.hexdigest()[:12]
 
 
-def _add(parts: dict, indices: dict, name: str, t: torch.Tensor) -> None:
+def _add(parts: dict, name: str, t: torch.Tensor) -> None:
     try:
-        picked = _picks(t, indices)
+        picked = _picks(t)
     except Exception:  # quantized or otherwise unreadable tensors: their name, shape and dtype still count
         return
     if picked is not None:

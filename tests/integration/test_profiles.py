@@ -211,3 +211,26 @@ def test_a_wrongly_typed_field_is_measured_again_with_one_warning(comfy, user_di
     with caplog.at_level(logging.INFO, logger="MagCache"):
         sample(patched, pos, neg, seed=3, steps=STEPS, latent_shape=SHAPE)
     assert f"table profile:{name[:-5]}" in caplog.text  # and used from then on
+
+
+def test_only_the_most_recently_used_automatic_profiles_are_kept(comfy, user_dir, caplog, monkeypatch):
+    from comfyui_magcache.magcache import profiles as profile_files
+
+    monkeypatch.setattr(profile_files, "KEEP_AUTO", 3)  # 20 in use; 3 keeps the test short
+    model = tiny_model(NAME)
+    pos, neg = conds(NAME)
+    patched = magcache(comfy, model)
+    cal, _ = comfy.MagCacheCalibration.execute(model, "auto", "mine").result  # a named profile: never counted
+    sample(cal, pos, neg, seed=1, steps=4, latent_shape=SHAPE)
+    made = []
+    for scheduler in ("simple", "karras", "exponential"):
+        sample(patched, pos, neg, seed=1, steps=4, scheduler=scheduler, latent_shape=SHAPE)
+        made.append(next(n for n in profiles(user_dir) if n not in made and n != "mine.json"))
+    sample(patched, pos, neg, seed=2, steps=4, scheduler="simple", latent_shape=SHAPE)  # simple used again
+    with caplog.at_level(logging.INFO, logger="MagCache"):
+        sample(patched, pos, neg, seed=1, steps=4, scheduler="beta", latent_shape=SHAPE)  # a fourth: one goes
+    left = profiles(user_dir)
+    assert len(left) == 4 and "mine.json" in left and made[0] in left and made[1] not in left  # karras: least recent
+    assert made[1][:-5] + ".png" not in listing(user_dir)
+    assert f"Removed the 1 least recently used automatic profile(s) of this model (at most 3 are kept): " \
+           f"{made[1][:-5]}" in caplog.text
