@@ -18,6 +18,8 @@ import torch
 
 from ..magcache import Preset, ProfileError, load_profile
 from ..magcache.profiles import profile_path, touch
+from .calibrate import profile_writer
+from .handle import CalibrationHandle, unwrap
 from .profile_keys import identify, model_fingerprint, model_prefix, profile_name
 from .spec import FamilySpec
 
@@ -84,9 +86,6 @@ def is_edit(guider) -> bool:
 def plan(spec: FamilySpec, request: SelfCalibration, guider, args, kwargs, model_sampling) -> Plan:
     """Once per run: the saved profile for this model and run shape, or a handle that measures and
     saves it. A profile that cannot be read (or is of another model or curve) is measured again and replaced."""
-    from .calibrate import profile_writer
-    from .engine import CalibrationHandle, unwrap
-
     patcher = guider.model_patcher
     fingerprint = model_fingerprint(patcher, unwrap(patcher.get_model_object("diffusion_model")))
     sigmas = sigmas_of(args, kwargs)
