@@ -234,3 +234,32 @@ def test_only_the_most_recently_used_automatic_profiles_are_kept(comfy, user_dir
     assert made[1][:-5] + ".png" not in listing(user_dir)
     assert f"Removed the 1 least recently used automatic profile(s) of this model (at most 3 are kept): " \
            f"{made[1][:-5]}" in caplog.text
+
+
+def test_a_run_over_part_of_the_schedule_measures_its_own_steps_and_reads_them_in_place(comfy, user_dir):
+    """KSamplerAdvanced from step 4 of 12 (the second of two samplers, an img2img): the run measures its own
+    8 steps, saved with where they sit (offset 4 of 12); the next such run reads them at those steps: the
+    rule's skips on them, as for any partial run of a table."""
+    from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, load_profile, predict_skips
+    from comfyui_magcache.model_patches import lumina2
+    from comfyui_magcache.model_patches.selfcal import in_schedule
+    from test_families import CASES, observe, skipped
+
+    model = tiny_model(NAME)
+    pos, neg = conds(NAME)
+    patched = magcache(comfy, model)
+    latent = torch.randn((1, *SHAPE[1:]), generator=torch.Generator().manual_seed(5))
+    kw = dict(steps=STEPS, latent=latent, start_step=4, last_step=10000)
+    ref = sample(model, pos, neg, seed=1, **kw)
+    assert torch.equal(sample(patched, pos, neg, seed=1, **kw), ref)  # measured: every step computed
+    [name] = profiles(user_dir)
+    table, meta = load_profile(user_dir / "magcache" / name)
+    assert (table.steps, meta["offset"], meta["total"]) == (STEPS - 4, 4, STEPS)
+    with observe(CASES[NAME], model.model.diffusion_model) as calls:
+        sample(patched, pos, neg, seed=2, **kw)
+    thresh, retention, K = SETTINGS
+    want = predict_skips(MagCacheConfig(thresh=thresh, retention_ratio=retention, K=K),
+                         in_schedule(table, meta).tables(STEPS), STEPS, branches=(COND, UNCOND),
+                         round_half_up=lumina2.SPEC.retention_round_half_up, first=4)
+    got = {b: [4 + s for s in skipped(calls, b)] for b in (COND, UNCOND)}  # observe() counts the run's own steps
+    assert want[COND] and got == want and profiles(user_dir) == [name]
