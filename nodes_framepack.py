@@ -12,8 +12,8 @@ from .magcache.profiles import ProfileError, check_name, profile_path
 from .magcache.text import clip, show
 from .model_patches import AUTO_CALIBRATE, node_text
 from .model_patches.calibrate import profile_writer
-from .model_patches.engine import CalibrationHandle
-from .model_patches.framepack import FRAMEPACK, apply, transformer_of
+from .model_patches.handle import CalibrationHandle
+from .model_patches.framepack import FRAMEPACK, SCHEDULE, apply, transformer_of
 from .model_patches.selfcal import SelfCalibration
 from .nodes import PROFILE_PREFIX, RATIOS, profiles_dir, settings_inputs, window_inputs
 
@@ -106,7 +106,8 @@ class MagCacheFramePackCalibration(io.ComfyNode):
         if model_type not in FRAMEPACK.presets:
             raise ValueError(f"MagCache Calibration (FramePack): model_type must be one of "
                              f"{', '.join(FRAMEPACK.presets)}, got {show(model_type)}")
-        handle = CalibrationHandle(FRAMEPACK, model_type, profile_writer(FRAMEPACK, model_type, profiles_dir(), name))
+        writer = profile_writer(FRAMEPACK, model_type, profiles_dir(), name, extra={"scheduler": SCHEDULE})
+        handle = CalibrationHandle(FRAMEPACK, model_type, writer)
         return io.NodeOutput(apply(model, MagCacheConfig(thresh=0.0), model_type, calibrate=handle), handle)
 
 

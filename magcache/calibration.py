@@ -54,6 +54,10 @@ class CalibrationResult:
         return Preset(name=name, steps=self.steps, cfg_interleaved=self.cfg, ratios=tuple(self.table()))
 
 
+class IncompleteCalibration(ValueError):
+    """A calibration run stopped before every step of a branch was measured: nothing may be saved from it."""
+
+
 @dataclass
 class Calibration:
     """Collects residual statistics during one sampling run (first evaluation of each step only)."""
@@ -73,9 +77,15 @@ class Calibration:
             self._stats[(key, step)] = step_stats(prev, cur)
         self._prev[key] = cur
 
-    def result(self, steps: int) -> Optional[CalibrationResult]:
-        """The curves per branch (chunks of one branch averaged), or None if nothing was recorded.
-        Steps a branch never reached keep the last value seen (1.0 before any)."""
+    def reached(self) -> int:
+        """Steps measured so far: one more than the highest step recorded (0 before any)."""
+        return 1 + max((step for _, step in self._stats), default=-1)
+
+    def result(self, steps: int, offset: int = 0) -> Optional[CalibrationResult]:
+        """The curves per branch over the run's own steps (chunks of one branch averaged), or None if
+        nothing was recorded. offset: the run's first step in the schedule it was cut from (a partial
+        denoise records steps offset..offset+steps-1). A branch with a step never recorded (the run
+        was interrupted, or a step was not measured) raises IncompleteCalibration: no value is made up."""
         if not self._stats:
             return None
         host = {k: v.tolist() for k, v in self._stats.items()}  # one device-to-host copy per run
@@ -87,14 +97,14 @@ class Calibration:
             per_step = {}
             for (key, step), v in host.items():
                 if (UNCOND if key[0] == UNCOND else COND) == b or len(branches) == 1:
-                    per_step.setdefault(step, []).append(v)
+                    per_step.setdefault(step - offset, []).append(v)
+            missing = [s for s in range(steps) if s not in per_step]
+            if missing:
+                raise IncompleteCalibration(
+                    f"{'uncond' if b == UNCOND else 'cond'} branch measured {steps - len(missing)} of {steps} steps "
+                    f"(first missing: step {missing[0] + 1})")
             for i, name in enumerate(("ratios", "std", "cos_dis")):
-                curve, last = [], 1.0 if name == "ratios" else 0.0
-                for step in range(steps):
-                    if step in per_step:
-                        last = sum(v[i] for v in per_step[step]) / len(per_step[step])
-                    curve.append(last)
-                out[name][b] = curve
+                out[name][b] = [sum(v[i] for v in per_step[s]) / len(per_step[s]) for s in range(steps)]
         return CalibrationResult(steps=steps, **out)
 
     def release(self) -> None:

@@ -28,9 +28,10 @@ from typing import Optional
 
 import torch
 
-from ..magcache import COND, Calibration, CalibrationResult, MagCacheConfig, Preset, RunState, get_preset, streams
+from ..magcache import COND, Calibration, MagCacheConfig, Preset, RunState, get_preset, streams
 from ..magcache.text import clip
-from . import node_text, selfcal
+from . import calibrate, node_text, selfcal
+from .handle import CalibrationHandle, unwrap
 from .selfcal import MEASURING, Plan, SelfCalibration
 from .spec import BlockGroup, FamilySpec
 from .swap import CachedBlockList, SwappedBlock, install_swap, swapped_lists  # noqa: F401  (re-exported)
@@ -43,26 +44,6 @@ CURRENT_CALL: contextvars.ContextVar = contextvars.ContextVar("magcache_call", d
 SETTINGS_KEY = "magcache"  # transformer_options key of the node's Settings
 RUN_KEY = "magcache_run"  # transformer_options key of the live Run during sampling
 WRAPPER_KEY = "magcache"
-
-
-class CalibrationHandle:
-    """A calibration result that exists once a calibration run has finished (MAGCACHE_RATIOS).
-
-    The calibration node hands it out before sampling; its calibration run fills it (and calls
-    on_result, which saves the profile); a MagCache node given the handle reads it when it samples."""
-
-    def __init__(self, spec: FamilySpec, reference: Optional[str] = None, on_result=None):
-        self.spec, self.reference, self.on_result = spec, reference, on_result
-        self.result: Optional[CalibrationResult] = None
-        self.info: dict = {}
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def finish(self, result: CalibrationResult, run_info: dict) -> None:
-        self.result = result
-        if self.on_result is not None:
-            self.info = self.on_result(result, run_info) or {}
 
 
 @dataclass(frozen=True)
@@ -359,10 +340,14 @@ def outer_sample_wrapper(executor, *args, **kwargs):
                   lambda: selfcal.plan(settings.spec, settings.self_calibrate, guider, args, kwargs, sampling))
     guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
     guider.model_options["transformer_options"][RUN_KEY] = run
+    completed = False
     try:
-        return executor(*args, **kwargs)
+        out = executor(*args, **kwargs)
+        completed = True
+        return out
     finally:
-        end_run(run, lambda: {"sampler": selfcal.sampler_name(args, kwargs), "model_sampling": sampling})
+        end_run(run, completed, lambda: {"sampler": selfcal.sampler_name(args, kwargs), "model_sampling": sampling,
+                                         "sigmas": selfcal.sigmas_of(args, kwargs)})
         guider.model_options = orig
 
 
@@ -384,11 +369,12 @@ def new_run(settings: Settings, model_sigmas, planner) -> Run:
     return run
 
 
-def end_run(run: Run, info) -> None:
-    """A run's end: its calibration saved (info() -> its sampler and scheduler) or its summary logged, either
-    shown on the executing node (the sampler) in the UI when a server runs; then its residuals dropped."""
+def end_run(run: Run, completed: bool, info) -> None:
+    """A run's end: its calibration saved (info() -> its sampler, model_sampling and sigmas), only from a run
+    that completed (interrupt, OOM: nothing), or its summary logged, either shown on the executing node (the
+    sampler) in the UI when a server runs; then its residuals dropped."""
     if run.calibration is not None:
-        node_text.show(finish_calibration(run, info()))
+        node_text.show(finish_calibration(run, info()) if completed else calibrate.stopped(run))
     else:
         report = run_report(run)
         log.info(report)
@@ -406,15 +392,15 @@ def run_report(run: Run) -> str:
 def finish_calibration(run: Run, info: dict) -> str:
     """Hand the run's curves to the calibration handle and return what happened, for the UI. A failure
     is logged and reported, never raised, so the generation itself is never lost to it. info: the run's
-    sampler and model_sampling (or its scheduler's name) for the profile's record."""
+    sampler, model_sampling and sigmas, for the profile's record."""
     sched = run.state.current_schedule
     try:
-        result = run.calibration.result(sched.steps) if sched is not None else None
+        result = run.calibration.result(sched.steps, sched.offset) if sched is not None else None
         if result is None:
             log.warning("MagCache calibration: nothing was recorded in this run")
             return "MagCache calibration: nothing was recorded in this run, no profile was saved"
         handle = run.handle
-        handle.finish(result, dict(info, sigmas=sched.sigmas, preset=run.last_preset))
+        handle.finish(result, dict(info, offset=sched.offset, total=sched.total, preset=run.last_preset))
         return handle.info.get("message") or f"MagCache calibration: measured {result.steps} steps"
     except Exception as e:
         log.exception("MagCache calibration: the result could not be saved")
@@ -422,11 +408,6 @@ def finish_calibration(run: Run, info: dict) -> str:
         return f"MagCache calibration: the profile was NOT saved: {clip(first, 300)}"
     finally:
         run.calibration.release()
-
-
-def unwrap(diffusion_model):
-    """The module under a torch.compile wrapper, if any."""
-    return getattr(diffusion_model, "_orig_mod", diffusion_model)
 
 
 def replacements(spec: FamilySpec, diffusion_model, existing: dict) -> dict:

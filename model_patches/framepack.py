@@ -29,7 +29,9 @@ import torch
 
 from ..magcache import COND, UNCOND, MagCacheConfig
 from . import selfcal
-from .engine import CURRENT_CALL, RUN_KEY, CachedBlock, Call, CalibrationHandle, Settings, end_run, new_run
+from .engine import CURRENT_CALL, RUN_KEY, CachedBlock, Call, Settings, end_run, new_run
+from .handle import CalibrationHandle
+from .profile_keys import Curve, curve_hash, model_fingerprint
 from .spec import BlockGroup, FamilySpec
 from .swap import swapped_lists
 
@@ -105,11 +107,16 @@ def cached_forward(self, *args, **kwargs):
     call, end = found
     token = CURRENT_CALL.set(call)
     try:
-        return type(self).forward(self, *args, **kwargs)
+        out = type(self).forward(self, *args, **kwargs)
+    except BaseException:
+        if end is not None:
+            end(False)
+        raise
     finally:
         CURRENT_CALL.reset(token)
-        if end is not None:
-            end()
+    if end is not None:
+        end(True)
+    return out
 
 
 def sampler_frame():
@@ -177,24 +184,31 @@ class Sections:
         with self.lock:
             run = self.runs.get(sampler)
             if run is None:
-                run = self.runs[sampler] = new_run(self.settings, None, lambda: self.plan(model, sampler, cfg))
+                run = self.runs[sampler] = new_run(self.settings, None, lambda: self.plan(model, sampler, sigmas, cfg))
         to = {RUN_KEY: run, "sample_sigmas": sigmas, "sigmas": t, "cond_or_uncond": [branch]}
         last = isinstance(i, int) and i == sigmas.shape[0] - 2 and (branch == UNCOND or not cfg)
         preset = run.preset if run.preset is not None else selfcal.MEASURING  # None: self-calibration measures
-        return Call(run, preset, to), (lambda: self.end(run, sampler_name(sampler))) if last else None
+        return Call(run, preset, to), (lambda completed: self.end(run, completed, sampler_name(sampler))) if last else None
 
-    def plan(self, model, sampler, cfg: bool) -> selfcal.Plan:
-        """Self-calibration's plan for a section, keyed as for the other families."""
-        fingerprint = selfcal.weights_fingerprint(dict(model.config), model.__dict__[ORIGINAL], {}, {})
-        return selfcal.plan_for(FRAMEPACK, self.settings.self_calibrate, fingerprint, sampler_name(sampler),
-                                SCHEDULE, cfg)
+    def plan(self, model, sampler, sigmas, cfg: bool) -> selfcal.Plan:
+        """Self-calibration's plan for a section, keyed as for the other families: the model's fingerprint
+        (its config and weights; no ModelPatcher holds it, so no weight patches), the sampler, the section's
+        exact sigma curve (the wrapper's shift depends on the latent size) and CFG."""
+        holder = types.SimpleNamespace(model=types.SimpleNamespace(model_config=types.SimpleNamespace(
+            unet_config=dict(model.config))), backup={}, patches={})
+        fingerprint = model_fingerprint(holder, model.__dict__[ORIGINAL])
+        curve = Curve(SCHEDULE, curve_hash(sigmas.tolist()))  # one host read per section
+        return selfcal.plan_for(FRAMEPACK, self.settings.self_calibrate, fingerprint, sampler_name(sampler), curve,
+                                cfg)
 
-    def end(self, run, sampler: str) -> None:
+    def end(self, run, completed: bool, sampler: str) -> None:
         with self.lock:
             for key, r in list(self.runs.items()):
                 if r is run:
                     del self.runs[key]
-        end_run(run, lambda: {"sampler": sampler, "scheduler": SCHEDULE, "model_sampling": None})
+        sched = run.state.current_schedule
+        end_run(run, completed, lambda: {"sampler": sampler, "model_sampling": None,
+                                         "sigmas": sched.sigmas if sched is not None else ()})
 
 
 def sampler_name(sampler) -> str:

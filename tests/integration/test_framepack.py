@@ -185,7 +185,7 @@ def test_auto_calibrate_measures_the_first_section_then_uses_the_profile(fp, use
     table, meta = load_profile(path)
     assert meta["family"] == "FramePack" and meta["sampler"] == "unipc_bh1" and meta["scheduler"] == "flux_shift"
     assert meta["self_calibration"]["cfg"] is False and path.stem.startswith("auto FramePack ")
-    assert path.stem.endswith(" unipc_bh1 flux_shift nocfg")
+    assert " unipc_bh1 flux_shift " in path.stem and path.stem.endswith(" nocfg")
     want = predict_skips(MagCacheConfig(0.3, 0.1, 6), table.tables(STEPS), STEPS)[0]
     assert want and skip_sets(calls[STEPS:]) == [want]  # section 2 already used the profile
     with observe(cached) as again:
