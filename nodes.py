@@ -81,6 +81,26 @@ def window_inputs():
     ]
 
 
+def profile_state(model_type) -> str:
+    """What changes when the profile a 'profile:...' model_type names is edited or replaced ('' otherwise)."""
+    if isinstance(model_type, str) and model_type.startswith(PROFILE_PREFIX):
+        try:
+            path = profile_path(profiles_dir(), model_type[len(PROFILE_PREFIX):])
+        except ProfileError:
+            return "bad name"
+        return "profile " + ":".join(map(str, fingerprint(path)))
+    return ""
+
+
+def family_profile(model_type: str, family: str, node: str = "MagCache"):
+    """The table of the saved profile a 'profile:...' model_type names, which must be of `family`."""
+    preset, meta = load_profile(profile_path(profiles_dir(), model_type[len(PROFILE_PREFIX):]))
+    if meta["family"] != family:
+        raise ProfileError(f"{node}: profile {show(model_type)} was calibrated on {clip(meta['family'])}, "
+                           f"the loaded model is {family}; pick a profile of {family} or a preset")
+    return preset
+
+
 class MagCache(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -121,13 +141,7 @@ class MagCache(io.ComfyNode):
     def fingerprint_inputs(cls, model_type=None, **kwargs):
         # ComfyUI caches this node's output by its inputs; a profile edited or re-calibrated on disk
         # must be read again, so its file's state is part of the key.
-        if isinstance(model_type, str) and model_type.startswith(PROFILE_PREFIX):
-            try:
-                path = profile_path(profiles_dir(), model_type[len(PROFILE_PREFIX):])
-            except ProfileError:
-                return "bad name"
-            return "profile " + ":".join(map(str, fingerprint(path)))
-        return ""
+        return profile_state(model_type)
 
     @classmethod
     def execute(cls, model, model_type: str, magcache_thresh: float, retention_ratio: float, magcache_K: int,
@@ -144,10 +158,7 @@ class MagCache(io.ComfyNode):
             preset = ratios
         elif model_type.startswith(PROFILE_PREFIX):
             spec = family_of(model)
-            preset, meta = load_profile(profile_path(profiles_dir(), model_type[len(PROFILE_PREFIX):]))
-            if meta["family"] != spec.name:
-                raise ProfileError(f"MagCache: profile {show(model_type)} was calibrated on {clip(meta['family'])}, "
-                                   f"the loaded model is {spec.name}; pick a profile of {spec.name} or a preset")
+            preset = family_profile(model_type, spec.name)
         else:
             spec, preset = resolve(model_type, diffusion_model(model))
         self_calibrate = None

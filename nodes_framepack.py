@@ -7,15 +7,16 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from .magcache import MagCacheConfig, list_profiles, load_profile
-from .magcache.profiles import ProfileError, check_name, profile_path
-from .magcache.text import clip, show
+from .magcache import MagCacheConfig, list_profiles
+from .magcache.profiles import check_name
+from .magcache.text import show
 from .model_patches import AUTO_CALIBRATE, node_text
 from .model_patches.calibrate import profile_writer
 from .model_patches.handle import CalibrationHandle
 from .model_patches.framepack import FRAMEPACK, SCHEDULE, apply, transformer_of
 from .model_patches.selfcal import SelfCalibration
-from .nodes import PROFILE_PREFIX, RATIOS, profiles_dir, settings_inputs, window_inputs
+from .nodes import (PROFILE_PREFIX, RATIOS, family_profile, profile_state, profiles_dir, settings_inputs,
+                    window_inputs)
 
 FRAMEPACK_MODEL = io.Custom("FramePackMODEL")
 NEEDS = ("Needs kijai's ComfyUI-FramePackWrapper (its model loaders and FramePackSampler, with use_teacache "
@@ -51,6 +52,10 @@ class MagCacheFramePack(io.ComfyNode):
         )
 
     @classmethod
+    def fingerprint_inputs(cls, model_type=None, **kwargs):
+        return profile_state(model_type)  # a profile edited or re-calibrated on disk is read again
+
+    @classmethod
     def execute(cls, model, model_type: str, magcache_thresh: float, retention_ratio: float, magcache_K: int,
                 start_step: int = 0, end_step: int = -1) -> io.NodeOutput:
         config = MagCacheConfig(thresh=magcache_thresh, retention_ratio=retention_ratio, K=magcache_K,
@@ -60,10 +65,7 @@ class MagCacheFramePack(io.ComfyNode):
         if model_type == AUTO_CALIBRATE:
             preset, self_calibrate = None, SelfCalibration(profiles_dir(), forced=True)
         elif model_type.startswith(PROFILE_PREFIX):
-            preset, meta = load_profile(profile_path(profiles_dir(), model_type[len(PROFILE_PREFIX):]))
-            if meta["family"] != FRAMEPACK.name:
-                raise ProfileError(f"MagCache (FramePack): profile {show(model_type)} was calibrated on "
-                                   f"{clip(meta['family'])}; pick a profile of FramePack or a preset")
+            preset = family_profile(model_type, FRAMEPACK.name, "MagCache (FramePack)")
         elif model_type not in FRAMEPACK.presets:
             raise ValueError(f"MagCache (FramePack): unknown model_type {show(model_type)}; use one of "
                              f"{', '.join(FRAMEPACK.presets)}, {AUTO_CALIBRATE} or a saved profile")

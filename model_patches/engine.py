@@ -182,8 +182,9 @@ class CachedBlock:
 
     def refuse(self, to: dict, reason: str) -> None:
         """Caching off for the run of this call (one warning at the end), e.g. a block called in a way
-        its spec does not declare."""
-        run = to.get(RUN_KEY)
+        its spec does not declare. Blocks handed no transformer_options (FramePack's) use the call's."""
+        call = CURRENT_CALL.get()
+        run = (to or (call.to if call is not None else None) or {}).get(RUN_KEY)
         if run is not None:
             run.disable(reason)
 
