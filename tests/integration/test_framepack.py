@@ -333,3 +333,27 @@ def test_example_runs_on_a_server_with_the_wrapper(framepack_server):
     assert result["status"]["status_str"] == "success", framepack_server.log()[-3000:]
     want = framepack_script(get_preset("framepack").ratios, 12, 0.10, 0.2, 3)
     assert framepack_server.log().count(f"MagCache: skipped {len(want)}/12 steps (cond {len(want)})") == 2
+
+
+def test_an_interrupted_section_saves_nothing_and_leaves_no_state(fp, user_dir):
+    import gc
+
+    model = tiny_model(seed=5)
+    cached = magcache(fp, model, "auto_calibrate", (0.3, 0.1, 6))
+    seen = []
+
+    def stop(module, args):
+        seen.append(1)
+        if len(seen) == 10:  # the 10th step of the first section (measured: every step computed)
+            raise KeyboardInterrupt("stopped")
+
+    handle = cached["transformer"].transformer_blocks._modules["0"].register_forward_pre_hook(stop)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sample(cached)
+    finally:
+        handle.remove()
+    gc.collect()
+    assert profiles(user_dir) == [] and len(cached["transformer"].__dict__["magcache_sections"].runs) == 0
+    sample(cached)  # measured again from the start, and saved
+    assert len(profiles(user_dir)) == 1
