@@ -10,8 +10,8 @@ from typing import Optional
 import torch
 
 from ..magcache import MagCacheConfig, get_preset, save_profile
-from ..magcache.plot import plot_calibration, save_png
 from ..magcache import profiles as profile_files
+from ..magcache.plot import plot_calibration, save_png
 from ..magcache.text import clip
 from .spec import FamilySpec
 

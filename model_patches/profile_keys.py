@@ -22,7 +22,7 @@ from .spec import FamilySpec
 PER_TENSOR = 16  # values read from every tensor, evenly strided over it (ours)
 DIGITS = 4  # digits of the sigmas in the curve hash: stable across processes and versions (ours)
 REFERENCE_STEPS = 16  # step count at which a recognised scheduler's curve is hashed (step-count free keys)
-SEARCH = 3  # schedule lengths tried either side of the estimate when recognising a piece of a schedule
+SEARCH = 2  # schedule lengths tried either side of the estimate when recognising a piece of a schedule
 
 
 def slug(text: str) -> str:
@@ -86,9 +86,12 @@ def identify(model_sampling, values, model_sigmas=None) -> Curve:
                 how = "dropped" if dropped else "whole"
                 return Curve(name, curve_hash(ref.tolist(), f"{name} {how}") if ref is not None else exact, how)
     try:  # a piece of a longer schedule (denoise < 1): which scheduler, for the name; the key stays exact
-        total = Schedule.from_values(values, model_sigmas).total if model_sigmas is not None else steps
+        placed = Schedule.from_values(values, model_sigmas) if model_sigmas is not None else None
     except ValueError:
-        return Curve("custom", exact)
+        placed = None
+    if placed is None or (placed.offset == 0 and placed.total == steps) or placed.total > 10 * steps:
+        return Curve("custom", exact)  # not a piece (custom sigmas), or of a denoise under 0.1: not searched
+    total = placed.total
     for n in sorted(range(max(steps + 1, total - SEARCH), total + SEARCH + 1), key=lambda n: abs(n - total)):
         for dropped in (False, True):
             for name in names:

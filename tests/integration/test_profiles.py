@@ -160,6 +160,25 @@ def test_each_sigma_curve_gets_its_own_profile(comfy, user_dir, caplog):
     assert sorted(listing(user_dir)) == sorted(before)
 
 
+def test_custom_sigmas_get_a_profile_per_curve(comfy, user_dir):
+    """SamplerCustom with sigmas no scheduler makes: named 'custom', told apart by the curve's hash."""
+    import comfy.sample as comfy_sample
+    import comfy.samplers as comfy_samplers
+
+    model = tiny_model(NAME)
+    pos, neg = conds(NAME)
+    patched = magcache(comfy, model)
+    latent = torch.zeros(SHAPE)
+    noise = comfy_sample.prepare_noise(latent, 1)
+    curves = [torch.linspace(1, 0, 9) ** p for p in (1.5, 2.0, 1.5)]  # the first again at the end
+    made = []
+    for sigmas in curves:
+        comfy_sample.sample_custom(patched, noise, 2.0, comfy_samplers.sampler_object("euler"), sigmas, pos, neg,
+                                   latent, disable_pbar=True, seed=1)
+        made.append(profiles(user_dir))
+    assert [len(m) for m in made] == [1, 2, 2] and all(" euler custom " in n for n in made[-1])
+
+
 def test_a_changed_middle_layer_changes_the_fingerprint(comfy):
     from comfyui_magcache.model_patches.profile_keys import model_fingerprint
 
