@@ -188,7 +188,8 @@ class Sections:
         to = {RUN_KEY: run, "sample_sigmas": sigmas, "sigmas": t, "cond_or_uncond": [branch]}
         last = isinstance(i, int) and i == sigmas.shape[0] - 2 and (branch == UNCOND or not cfg)
         preset = run.preset if run.preset is not None else selfcal.MEASURING  # None: self-calibration measures
-        return Call(run, preset, to), (lambda completed: self.end(run, completed, sampler_name(sampler))) if last else None
+        end = (lambda completed: self.end(run, completed, sampler_name(sampler))) if last else None
+        return Call(run, preset, to), end
 
     def plan(self, model, sampler, sigmas, cfg: bool) -> selfcal.Plan:
         """Self-calibration's plan for a section, keyed as for the other families: the model's fingerprint

@@ -22,7 +22,7 @@ class SwappedBlock:
     def __init__(self, module, cached):
         self.module, self.cached = module, cached
 
-    def __getattr__(self, name):  # a loop that reads a block's submodules (FramePack's TeaCache: norm1) gets the block's
+    def __getattr__(self, name):  # a loop reading a block's submodules (FramePack's TeaCache: norm1) gets the block's
         return getattr(self.module, name)
 
     def __call__(self, *args, **kwargs):
