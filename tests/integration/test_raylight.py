@@ -1,0 +1,118 @@
+"""MagCache under raylight (komikndr/raylight) on real ComfyUI: 2 or 4 CPU processes over gloo, each a
+rank as raylight's workers set it up (tests/integration/raylight_rank.py), against one process.
+
+Per layout (Ulysses 2, ring 2, CFG parallel 2, Ulysses 2 x CFG 2) and family (Wan2.1, Qwen-Image), with a
+table and with self-calibration: every rank skips the steps one process skips, its output is one
+process's MagCache output within float noise (the noise bound: raylight's own difference to one process
+without MagCache, from its token padding and the split attention, measured in the same run), the ratios
+every rank measures are one process's, and nothing deadlocks (a timeout fails the test).
+
+Needs raylight's source (MAGCACHE_RAYLIGHT_SRC, set by scripts/comfyui.py from MAGCACHE_RAYLIGHT_ARCHIVES)
+and xfuser 0.4.5 / yunchang in the venv (scripts/comfyui.py installs them). Without them the tests skip,
+unless MAGCACHE_REQUIRE_RAYLIGHT=1 (CI): then they fail."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+HERE = Path(__file__).resolve().parent
+TIMEOUT = 600  # seconds for all processes of one layout; a deadlock fails the test here
+STEPS = 10
+# Ours: settings that skip several steps of these tiny random models (no published setting applies).
+CASES = {
+    "wan_t2v": dict(table="wan2.1_t2v_1.3B", settings=[0.3, 0.2, 3], latent=[1, 16, 3, 14, 14]),  # 147 tokens: padded
+    "qwen_image": dict(table="qwen_image", settings=[0.3, 0.2, 3], latent=[1, 16, 1, 18, 14]),  # 63 tokens: padded
+}
+LAYOUTS = {"ulysses2": (2, 1, 1), "ring2": (1, 2, 1), "cfg2": (1, 1, 2), "ulysses2_cfg2": (2, 1, 2)}
+
+
+def raylight_src() -> str | None:
+    src = os.environ.get("MAGCACHE_RAYLIGHT_SRC")
+    ok = src and Path(src, "raylight", "__init__.py").is_file()
+    ok = ok and all(importlib.util.find_spec(m) is not None for m in ("xfuser", "yunchang", "cloudpickle"))
+    if not ok and os.environ.get("MAGCACHE_REQUIRE_RAYLIGHT") == "1":
+        pytest.fail("MAGCACHE_REQUIRE_RAYLIGHT=1 but raylight's source (MAGCACHE_RAYLIGHT_SRC) or xfuser / yunchang / "
+                    "cloudpickle is missing: run through scripts/comfyui.py with MAGCACHE_RAYLIGHT_ARCHIVES")
+    return src if ok else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(tmp: Path, family: str, degrees=(1, 1, 1), src: str | None = None) -> tuple[list[dict], float]:
+    """Run every rank of one layout (degrees: ulysses, ring, cfg); their results and the wall time."""
+    ulysses, ring, cfg = degrees
+    world = ulysses * ring * cfg
+    out = tmp / f"{family}-{ulysses}-{ring}-{cfg}"
+    out.mkdir()
+    job = dict(CASES[family], family=family, ulysses=ulysses, ring=ring, cfg=cfg, steps=STEPS, cfg_scale=3.0,
+               out=str(out), user_dir=str(out / "user"), raylight_src=src)
+    (out / "job.json").write_text(json.dumps(job))
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(world),
+               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    t0 = time.monotonic()
+    procs = [subprocess.Popen([sys.executable, str(HERE / "raylight_rank.py"), str(out / "job.json")],
+                              env=dict(env, RANK=str(r), LOCAL_RANK=str(r)), stdout=open(out / f"log{r}.txt", "w"),
+                              stderr=subprocess.STDOUT) for r in range(world)]
+    try:
+        for p in procs:
+            p.wait(timeout=max(1.0, TIMEOUT - (time.monotonic() - t0)))
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        pytest.fail(f"{family} {degrees}: not finished in {TIMEOUT} s (deadlock?); logs in {out}")
+    wall = time.monotonic() - t0
+    for r, p in enumerate(procs):
+        if p.returncode:
+            pytest.fail(f"{family} {degrees}: rank {r} failed:\n{(out / f'log{r}.txt').read_text()[-3000:]}")
+    return [torch.load(out / f"rank{r}.pt") for r in range(world)], wall
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """One process, no raylight: the reference of every layout, per family."""
+    tmp = tmp_path_factory.mktemp("single")
+    return {family: launch(tmp, family)[0][0] for family in CASES}
+
+
+def max_diff(a, b) -> float:
+    return (a - b).abs().max().item()
+
+
+@pytest.mark.parametrize("family", list(CASES))
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_ranks_decide_and_measure_as_one_process(single, tmp_path, family, layout):
+    src = raylight_src()
+    if src is None:
+        pytest.skip("raylight's source or xfuser / yunchang not installed (scripts/comfyui.py installs them)")
+    ref = single[family]
+    ranks, wall = launch(tmp_path, family, LAYOUTS[layout], src)
+    for run in ("table_run", "selfcal_run"):
+        assert ref[run]["off"] is None and ref[run]["skipped"].get(0), (run, ref[run])  # the reference skips
+    noise = max(max_diff(r["plain"], ref["plain"]) for r in ranks)  # raylight's own, without MagCache
+    report = {}
+    for r in ranks:
+        for run in ("table_run", "selfcal_run"):
+            assert r[run]["off"] is None, (r["rank"], run, r[run]["off"])
+            assert r[run]["skipped"] == ref[run]["skipped"], (r["rank"], run)
+        assert r["measure_run"]["off"] is None
+        assert r["ratios"] == pytest.approx(ref["ratios"], rel=1e-3, abs=1e-4), r["rank"]
+        for out in ("table", "selfcal", "measured"):
+            d = max_diff(r[out], ref[out])
+            assert d <= 4 * noise + 1e-5, (r["rank"], out, d, noise)
+            report[out] = max(report.get(out, 0.0), d)
+    print(f"\nraylight {layout} {family}: skipped table {ref['table_run']['skipped']}, self-calibrated "
+          f"{ref['selfcal_run']['skipped']}; max|diff| to one process: table {report['table']:.2g}, self-calibrated "
+          f"{report['selfcal']:.2g}, raylight without MagCache {noise:.2g}; {len(ranks)} processes {wall:.1f} s")
