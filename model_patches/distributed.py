@@ -3,7 +3,8 @@ call, read at run time from raylight's own state, and the one reduction the cach
 
 raylight (facts from its source, v1.5.1, ../shared/RAYLIGHT.md):
 - sequence parallel (USP: Ulysses and ring degrees): an ON_LOAD callback replaces the diffusion
-  model's `forward_orig` (raylight/distributed_modules/usp.py); after the patch embedding the tokens
+  model's forward on the instance (`forward_orig`, or `_forward` for Qwen-Image and others;
+  raylight/distributed_modules/usp.py); after the patch embedding the tokens
   are zero-padded at the end to a multiple of the degree and each rank of the sequence group runs
   one contiguous chunk (torch.chunk on dim 1) through the blocks; they are all-gathered after.
 - CFG parallel: a DIFFUSION_MODEL wrapper (raylight/distributed_modules/cfg_utils.py) hands rank r of
@@ -80,15 +81,14 @@ def _from_raylight(fn) -> bool:
 
 def _raylight_wrapper(transformer_options: dict) -> bool:
     """Whether a DIFFUSION_MODEL wrapper of raylight's (its CFG split) is on this model call."""
-    from comfy.patcher_extension import WrappersMP
-
-    wrappers = (transformer_options.get("wrappers") or {}).get(WrappersMP.DIFFUSION_MODEL) or {}
+    wrappers = (transformer_options.get("wrappers") or {}).get("diffusion_model") or {}  # WrappersMP.DIFFUSION_MODEL
     return any(_from_raylight(w) for ws in wrappers.values() for w in ws)
 
 
 def detect(spec: FamilySpec, diffusion_model, transformer_options: dict) -> Layout:
     """The layout of this model call's rank; SINGLE outside raylight."""
-    usp = _from_raylight(vars(diffusion_model).get("forward_orig"))
+    # raylight's USP sets its forward on the instance (forward_orig, _forward or forward, per family)
+    usp = any(_from_raylight(v) for v in vars(diffusion_model).values() if callable(v))
     cfg_wrapper = _raylight_wrapper(transformer_options)
     xf = sys.modules.get("xfuser.core.distributed")
     ready = (xf is not None and torch.distributed.is_available() and torch.distributed.is_initialized()
