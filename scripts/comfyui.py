@@ -198,8 +198,11 @@ SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|dese
 
 
 def run_tests(pytest_args: list[str]) -> int:
+    # test files or folders given: only those (pytest would add them to all of tests/, not narrow it)
+    given = any(not a.startswith("-") and (ROOT / a.split("::")[0]).exists() for a in pytest_args)
+    where = [] if given else ["tests"]
     if os.environ.get("MAGCACHE_COMFYUI") == "none":
-        return subprocess.run([sys.executable, "-m", "pytest", "tests", *pytest_args], cwd=ROOT).returncode
+        return subprocess.run([sys.executable, "-m", "pytest", *where, *pytest_args], cwd=ROOT).returncode
     rows, failed_any = [], False
     raylight = raylight_src()
     for tree in trees():
@@ -210,7 +213,7 @@ def run_tests(pytest_args: list[str]) -> int:
         if raylight is not None:
             env["MAGCACHE_RAYLIGHT_SRC"] = str(raylight)
         t0 = time.monotonic()
-        proc = subprocess.Popen([str(python), "-m", "pytest", "tests", "-q", "-rs", "--timeout=1800", *pytest_args], cwd=ROOT, env=env,
+        proc = subprocess.Popen([str(python), "-m", "pytest", *where, "-q", "-rs", "--timeout=1800", *pytest_args], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         last = ""
         for line in proc.stdout:

@@ -116,3 +116,66 @@ def test_ranks_decide_and_measure_as_one_process(single, tmp_path, family, layou
     print(f"\nraylight {layout} {family}: skipped table {ref['table_run']['skipped']}, self-calibrated "
           f"{ref['selfcal_run']['skipped']}; max|diff| to one process: table {report['table']:.2g}, self-calibrated "
           f"{report['selfcal']:.2g}, raylight without MagCache {noise:.2g}; {len(ranks)} processes {wall:.1f} s")
+
+
+class FakeActor:
+    """What RayMagCache uses of a raylight RayWorker: model_function_runner.remote(fn) replaces the actor's
+    patcher by fn(patcher) (raylight/distributed_worker/ray_worker.py)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.model_function_runner = self
+
+    def remote(self, fn, *args, **kwargs):
+        self.model = fn(self.model, *args, **kwargs)
+        return "done"
+
+
+def test_node_applies_magcache_in_every_actor_from_the_packs_folder(comfy, monkeypatch):
+    """RayMagCache sends each actor a function pickled by value that loads this pack from its folder (under the
+    name it has in ComfyUI's process; here a fresh name, as an actor that never loaded it) and runs the MagCache
+    node there: the actors' models skip what MagCache on one process skips, with the same output."""
+    cloudpickle = pytest.importorskip("cloudpickle")
+    import functools
+    import types
+
+    from comfyui_magcache import nodes_raylight
+    from harness import conds, sample, tiny_model
+
+    settings = ("wan2.1_t2v_1.3B", *CASES["wan_t2v"]["settings"], 0, -1)
+    with pytest.raises(ValueError, match="magcache_K"):  # bad settings fail before any actor is reached
+        nodes_raylight.RayMagCache.execute({"workers": []}, settings[0], 0.3, 0.2, 9)
+    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(get=lambda futures: futures))
+    actors = {"workers": [FakeActor(tiny_model("wan_t2v")) for _ in range(2)]}
+    assert nodes_raylight.RayMagCache.execute(actors, *settings).result[0] is actors
+    fn = nodes_raylight.actor_function(*settings)
+    fresh = functools.partial(fn.func, **dict(fn.keywords, package="magcache_in_actor"))
+    fresh = cloudpickle.loads(cloudpickle.dumps(fresh))
+    monkeypatch.delitem(sys.modules, "magcache_in_actor", raising=False)
+    in_actor = fresh(tiny_model("wan_t2v"))
+    assert type(in_actor.model_options["transformer_options"]["magcache"]).__module__.startswith("magcache_in_actor.")
+    pos, neg = conds("wan_t2v")
+    one = comfy.MagCache.execute(tiny_model("wan_t2v"), *settings).result[0]
+    kw = dict(seed=1, steps=STEPS, cfg=3.0, latent_shape=tuple(CASES["wan_t2v"]["latent"]))
+    want = sample(one, pos, neg, **kw)
+    assert not torch.equal(want, sample(tiny_model("wan_t2v"), pos, neg, **kw))  # MagCache skipped steps
+    for model in [a.model for a in actors["workers"]] + [in_actor]:
+        assert torch.equal(sample(model, pos, neg, **kw), want)
+    for name in [m for m in sys.modules if m == "magcache_in_actor" or m.startswith("magcache_in_actor.")]:
+        monkeypatch.delitem(sys.modules, name)
+
+
+def test_node_is_registered_only_where_raylight_is_installed(comfy, monkeypatch, tmp_path):
+    import folder_paths
+    from comfyui_magcache import nodes_raylight
+
+    monkeypatch.setattr(nodes_raylight.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(folder_paths, "get_folder_paths", lambda kind: [str(tmp_path)])
+    assert nodes_raylight.raylight_nodes() == []
+    (tmp_path / "raylight" / "src" / "raylight").mkdir(parents=True)
+    (tmp_path / "raylight" / "src" / "raylight" / "__init__.py").write_text("")
+    assert nodes_raylight.raylight_nodes() == [nodes_raylight.RayMagCache]
+    schema = nodes_raylight.RayMagCache.define_schema()
+    assert [i.id for i in schema.inputs] == ["ray_actors", "model_type", "magcache_thresh", "retention_ratio",
+                                             "magcache_K", "start_step", "end_step"]
+    assert all(i.tooltip for i in schema.inputs)
