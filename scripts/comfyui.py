@@ -39,8 +39,9 @@ REPO_URL = "https://github.com/comfyanonymous/ComfyUI"
 NOT_NEEDED = re.compile(r"^(torch|torchvision|torchaudio|spandrel)\s*([<>=~!;\[].*)?$", re.I)
 TEST_PACKAGES = ["pytest", "pytest-timeout", "pillow", "numpy", "playwright"]
 # raylight's process-level path (tests/integration/test_raylight.py; ../shared/RAYLIGHT.md): xfuser 0.4.5
-# without its dependencies (newer xfuser calls get_device_name, which raylight's stand-in lacks).
-RAYLIGHT_PACKAGES, RAYLIGHT_NO_DEPS = ["yunchang==0.6.4", "cloudpickle"], ["xfuser==0.4.5"]
+# without its dependencies (newer xfuser calls get_device_name, which raylight's stand-in lacks); Ray for
+# the smoke run of the node with CPU actors.
+RAYLIGHT_PACKAGES, RAYLIGHT_NO_DEPS = ["yunchang==0.6.4", "cloudpickle", "ray==2.60.0"], ["xfuser==0.4.5"]
 
 
 def say(msg: str) -> None:

@@ -179,3 +179,33 @@ def test_node_is_registered_only_where_raylight_is_installed(comfy, monkeypatch,
     assert [i.id for i in schema.inputs] == ["ray_actors", "model_type", "magcache_thresh", "retention_ratio",
                                              "magcache_K", "start_step", "end_step"]
     assert all(i.tooltip for i in schema.inputs)
+
+
+def test_ray_actors_get_magcache_from_the_node(comfy):
+    """Smoke run with real Ray actors (CPU): the node reaches each actor's model through Ray, and each samples
+    what MagCache samples in this process."""
+    try:
+        import ray
+    except ImportError:
+        if os.environ.get("MAGCACHE_REQUIRE_RAYLIGHT") == "1":
+            pytest.fail("MAGCACHE_REQUIRE_RAYLIGHT=1 but Ray is not installed (scripts/comfyui.py installs it)")
+        pytest.skip("Ray is not installed (scripts/comfyui.py installs it)")
+    from comfyui_magcache import nodes_raylight
+    from harness import COMFYUI, conds, sample, tiny_model
+    from tiny_ray_worker import TinyWorker
+
+    settings = ("wan2.1_t2v_1.3B", *CASES["wan_t2v"]["settings"], 0, -1)
+    kw = dict(seed=1, steps=STEPS, cfg=3.0, latent_shape=tuple(CASES["wan_t2v"]["latent"]))
+    pos, neg = conds("wan_t2v")
+    want = sample(comfy.MagCache.execute(tiny_model("wan_t2v"), *settings).result[0], pos, neg, **kw)
+    path = [str(HERE), str(HERE.parent), str(HERE.parents[1] / "scripts"), os.environ.get("PYTHONPATH", "")]
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, path))}})
+    try:
+        actor = ray.remote(num_cpus=1)(TinyWorker)
+        workers = [actor.remote(str(COMFYUI), "wan_t2v") for _ in range(2)]
+        nodes_raylight.RayMagCache.execute({"workers": workers}, *settings)
+        outs = ray.get([w.sample.remote(kw) for w in workers], timeout=TIMEOUT)
+    finally:
+        ray.shutdown()
+    assert all(torch.equal(out, want) for out in outs)
