@@ -26,6 +26,7 @@ from .model_patches import (
 )
 from .model_patches.calibrate import profile_writer
 from .model_patches.compile import BACKENDS, MODES, apply_compile, compile_kwargs
+from .model_patches.handle import CalibrationHandle, unwrap
 from .model_patches.selfcal import SelfCalibration
 
 log = logging.getLogger("MagCache")
@@ -47,7 +48,7 @@ def profiles_dir() -> str:
 
 
 def diffusion_model(model):
-    return engine.unwrap(model.get_model_object("diffusion_model"))
+    return unwrap(model.get_model_object("diffusion_model"))
 
 
 def family_of(model):
@@ -187,7 +188,7 @@ class MagCacheCalibration(io.ComfyNode):
         if reference is not None and reference not in spec.presets:
             raise UnsupportedModel(f"MagCache calibration: model_type {show(model_type)} is for another family than "
                                    f"the loaded model ({spec.name}); use 'auto'")
-        handle = engine.CalibrationHandle(spec, reference, profile_writer(spec, reference, profiles_dir(), name))
+        handle = CalibrationHandle(spec, reference, profile_writer(spec, reference, profiles_dir(), name))
         return io.NodeOutput(engine.apply(model, spec, MagCacheConfig(thresh=0.0), reference, calibrate=handle),
                              handle)
 
@@ -261,8 +262,8 @@ class CompileModel(io.ComfyNode):
         kwargs = compile_kwargs(mode, backend, fullgraph, dynamic, model.load_device)
         outer = model.get_model_object("diffusion_model")
         spec = family_of(model)
-        prefix = "diffusion_model._orig_mod" if outer is not engine.unwrap(outer) else "diffusion_model"
-        return io.NodeOutput(apply_compile(model, spec, engine.unwrap(outer), kwargs, prefix))
+        prefix = "diffusion_model._orig_mod" if outer is not unwrap(outer) else "diffusion_model"
+        return io.NodeOutput(apply_compile(model, spec, unwrap(outer), kwargs, prefix))
 
 
 class MagCacheExtension(ComfyExtension):

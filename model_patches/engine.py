@@ -28,9 +28,10 @@ from typing import Optional
 
 import torch
 
-from ..magcache import COND, Calibration, CalibrationResult, MagCacheConfig, Preset, RunState, get_preset, streams
+from ..magcache import COND, Calibration, MagCacheConfig, Preset, RunState, get_preset, streams
 from ..magcache.text import clip
 from . import distributed, node_text, selfcal
+from .handle import CalibrationHandle, unwrap
 from .selfcal import MEASURING, Plan, SelfCalibration
 from .spec import BlockGroup, FamilySpec
 from .swap import CachedBlockList, SwappedBlock, install_swap, swapped_lists  # noqa: F401  (re-exported)
@@ -43,26 +44,6 @@ CURRENT_CALL: contextvars.ContextVar = contextvars.ContextVar("magcache_call", d
 SETTINGS_KEY = "magcache"  # transformer_options key of the node's Settings
 RUN_KEY = "magcache_run"  # transformer_options key of the live Run during sampling
 WRAPPER_KEY = "magcache"
-
-
-class CalibrationHandle:
-    """A calibration result that exists once a calibration run has finished (MAGCACHE_RATIOS).
-
-    The calibration node hands it out before sampling; its calibration run fills it (and calls
-    on_result, which saves the profile); a MagCache node given the handle reads it when it samples."""
-
-    def __init__(self, spec: FamilySpec, reference: Optional[str] = None, on_result=None):
-        self.spec, self.reference, self.on_result = spec, reference, on_result
-        self.result: Optional[CalibrationResult] = None
-        self.info: dict = {}
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def finish(self, result: CalibrationResult, run_info: dict) -> None:
-        self.result = result
-        if self.on_result is not None:
-            self.info = self.on_result(result, run_info) or {}
 
 
 @dataclass(frozen=True)
@@ -436,11 +417,6 @@ def finish_calibration(run: Run, model_sampling, args, kwargs) -> str:
         return f"MagCache calibration: the profile was NOT saved: {clip(first, 300)}"
     finally:
         run.calibration.release()
-
-
-def unwrap(diffusion_model):
-    """The module under a torch.compile wrapper, if any."""
-    return getattr(diffusion_model, "_orig_mod", diffusion_model)
 
 
 def replacements(spec: FamilySpec, diffusion_model, existing: dict) -> dict:

@@ -21,6 +21,8 @@ import torch
 
 from ..magcache import Preset, ProfileError, load_profile
 from ..magcache.profiles import profile_path
+from .calibrate import profile_writer, scheduler_name
+from .handle import CalibrationHandle, unwrap
 from .spec import FamilySpec
 
 log = logging.getLogger("MagCache")
@@ -143,9 +145,6 @@ def profile_name(spec: FamilySpec, fingerprint: str, sampler: str, scheduler: st
 def plan(spec: FamilySpec, request: SelfCalibration, guider, args, kwargs, model_sampling) -> Plan:
     """Once per run: the saved profile for this model and run shape, or a handle that measures and
     saves it. A profile that cannot be read (or is of another model) is measured again and replaced."""
-    from .calibrate import profile_writer, scheduler_name
-    from .engine import CalibrationHandle, unwrap
-
     patcher = guider.model_patcher
     fingerprint = model_fingerprint(patcher, unwrap(patcher.get_model_object("diffusion_model")))
     sigmas = sigmas_of(args, kwargs)

@@ -198,12 +198,16 @@ def venv_python(tree: Path) -> Path:
 SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|deselected)")
 
 
+def test_paths(pytest_args: list[str]) -> list[str]:
+    """`tests` unless the arguments name test paths themselves: pytest given both collects all of
+    `tests` (a named file inside it is only de-duplicated), so `test tests/unit/test_x.py` ran everything."""
+    named = [a for a in pytest_args if not a.startswith("-") and (ROOT / a.split("::")[0]).exists()]
+    return [] if named else ["tests"]
+
+
 def run_tests(pytest_args: list[str]) -> int:
-    # test files or folders given: only those (pytest would add them to all of tests/, not narrow it)
-    given = any(not a.startswith("-") and (ROOT / a.split("::")[0]).exists() for a in pytest_args)
-    where = [] if given else ["tests"]
     if os.environ.get("MAGCACHE_COMFYUI") == "none":
-        return subprocess.run([sys.executable, "-m", "pytest", *where, *pytest_args], cwd=ROOT).returncode
+        return subprocess.run([sys.executable, "-m", "pytest", *test_paths(pytest_args), *pytest_args], cwd=ROOT).returncode
     rows, failed_any = [], False
     raylight = raylight_src()
     for tree in trees():
@@ -214,7 +218,8 @@ def run_tests(pytest_args: list[str]) -> int:
         if raylight is not None:
             env["MAGCACHE_RAYLIGHT_SRC"] = str(raylight)
         t0 = time.monotonic()
-        proc = subprocess.Popen([str(python), "-m", "pytest", *where, "-q", "-rs", "--timeout=1800", *pytest_args], cwd=ROOT, env=env,
+        proc = subprocess.Popen([str(python), "-m", "pytest", *test_paths(pytest_args), "-q", "-rs", "--timeout=1800",
+                                 *pytest_args], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         last = ""
         for line in proc.stdout:
