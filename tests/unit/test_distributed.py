@@ -73,3 +73,53 @@ def test_cfg_ranks_measure_one_branch_each_and_all_get_both_curves():
     want = whole.result(steps)
     for got in reduced(ranks, steps):
         assert got.cfg and got.table() == pytest.approx(want.table(), rel=1e-6)
+
+
+def fake_raylight(monkeypatch, sp=1, cfg=1, pp=1):
+    """raylight's state as distributed.detect reads it: xfuser's groups, torch.distributed up."""
+    import sys
+    import types
+
+    xf = types.SimpleNamespace(model_parallel_is_initialized=lambda: True,
+                               get_sequence_parallel_world_size=lambda: sp, get_sequence_parallel_rank=lambda: 1,
+                               get_classifier_free_guidance_world_size=lambda: cfg,
+                               get_classifier_free_guidance_rank=lambda: 0, get_pipeline_parallel_world_size=lambda: pp,
+                               get_sp_group=lambda: types.SimpleNamespace(device_group="sp"),
+                               get_cfg_group=lambda: types.SimpleNamespace(device_group="cfg"))
+    monkeypatch.setitem(sys.modules, "xfuser.core.distributed", xf)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+
+
+def raylight_fn(executor, *args, **kwargs):
+    pass
+
+
+raylight_fn.__module__ = "raylight.distributed_modules.stand_in"
+
+
+def model_with(forward=None):
+    import types
+
+    m = types.SimpleNamespace()
+    if forward is not None:
+        m.forward_orig = forward
+    return m
+
+
+def test_raylights_layout_is_read_from_its_state(monkeypatch):
+    from comfyui_magcache.model_patches.flux import SPEC as FLUX
+    from comfyui_magcache.model_patches.wan import SPEC as WAN
+
+    fake_raylight(monkeypatch, sp=2)
+    got = distributed.detect(WAN, model_with(raylight_fn), {})
+    assert (got.sp_degree, got.sp_rank, got.cfg_degree, got.groups, got.problem) == (2, 1, 1, ("sp",), None)
+    # a family that does not declare how USP shards its tokens: caching off (every rank reads the same)
+    assert "sequence_parallel" in distributed.detect(FLUX, model_with(raylight_fn), {}).problem
+    assert "is not raylight's" in distributed.detect(WAN, model_with(), {}).problem  # groups without its forward
+    fake_raylight(monkeypatch, cfg=2)
+    to = {"wrappers": {"diffusion_model": {None: [raylight_fn]}}}
+    got = distributed.detect(FLUX, model_with(), to)  # CFG parallel: any family
+    assert (got.sp_degree, got.cfg_degree, got.groups, got.problem) == (1, 2, ("cfg",), None)
+    assert "CFG split is not on the model" in distributed.detect(FLUX, model_with(), {}).problem
+    fake_raylight(monkeypatch, pp=2)
+    assert "PipeFusion" in distributed.detect(WAN, model_with(), {}).problem
