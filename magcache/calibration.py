@@ -28,7 +28,8 @@ def step_sums(prev: Hidden, cur: Hidden) -> torch.Tensor:
     pairs = [(p.float(), c.float()) for p, c in zip(streams.parts(prev), streams.parts(cur))]
     per_token = torch.cat([(c.norm(dim=-1) / p.norm(dim=-1)).flatten() for p, c in pairs]).double()
     cos = torch.cat([(1 - F.cosine_similarity(c, p, dim=-1, eps=1e-8)).flatten() for p, c in pairs]).double()
-    return torch.stack((per_token.sum(), per_token.square().sum(), cos.sum(), per_token.new_full((), per_token.numel())))
+    tokens = per_token.new_full((), per_token.numel())
+    return torch.stack((per_token.sum(), per_token.square().sum(), cos.sum(), tokens))
 
 
 def stats_of(sums: torch.Tensor) -> torch.Tensor:
@@ -72,6 +73,10 @@ class CalibrationResult:
         return Preset(name=name, steps=self.steps, cfg_interleaved=self.cfg, ratios=tuple(self.table()))
 
 
+class IncompleteCalibration(ValueError):
+    """A calibration run stopped before every step of a branch was measured: nothing may be saved from it."""
+
+
 @dataclass
 class Calibration:
     """Collects residual statistics during one sampling run (first evaluation of each step only).
@@ -96,36 +101,43 @@ class Calibration:
         self._sums[(key, step)] = torch.cat((sums.new_ones(1), sums))
         self._prev[key] = cur
 
-    def result(self, steps: int, reduce=None) -> Optional[CalibrationResult]:
-        """The curves per branch, or None if nothing was recorded. Steps a branch never reached keep
-        the last value seen (1.0 before any). reduce: sums a [2, steps, 5] tensor over the ranks of a
-        run split by raylight (distributed.all_reduce), so every rank gets one process's curves;
-        collective, so it is called even with nothing recorded here."""
+    def reached(self) -> int:
+        """Steps measured so far: one more than the highest step recorded (0 before any)."""
+        return 1 + max((step for _, step in self._sums), default=-1)
+
+    def result(self, steps: int, offset: int = 0, reduce=None) -> Optional[CalibrationResult]:
+        """The curves per branch over the run's own steps, or None if nothing was recorded. offset: the
+        run's first step in the schedule it was cut from (a partial denoise records steps
+        offset..offset+steps-1). A branch with a step never recorded (the run was interrupted, or a step
+        was not measured) raises IncompleteCalibration: no value is made up. reduce: sums a
+        [2, steps, 5] tensor over the ranks of a run split by raylight (distributed.all_reduce), so every
+        rank gets one process's curves; collective, so it is called even with nothing recorded here."""
         if not self._sums and reduce is None:
             return None
         device = next(iter(self._sums.values())).device if self._sums else None
         packed = torch.zeros(2, steps, 5, dtype=torch.float64, device=device)  # the same shape on every rank
         for (key, step), v in self._sums.items():
-            if 0 <= step < steps:
-                packed[1 if key[0] == UNCOND else 0, step] += v
+            if 0 <= step - offset < steps:
+                packed[1 if key[0] == UNCOND else 0, step - offset] += v
         if reduce is not None:
             packed = reduce(packed)
         host = torch.cat((packed[..., :1].float(), stats_of(packed[..., 1:])), dim=-1).tolist()  # one copy per run
-        reached = [b for b, rows in ((COND, host[0]), (UNCOND, host[1])) if any(r[0] > 0 for r in rows)]
-        if not reached:
+        seen = {UNCOND if key[0] == UNCOND else COND for key, _ in self._sums}  # here, or on another rank:
+        rows_of = {b: rows for b, rows in ((COND, host[0]), (UNCOND, host[1]))
+                   if b in seen or any(r[0] > 0 for r in rows)}
+        if not rows_of:
             return None
-        rows_of = {COND: host[0], UNCOND: host[1]}
-        if reached == [UNCOND]:  # an uncond-only run still calibrates one curve
-            rows_of, reached = {COND: host[1]}, [COND]
+        if list(rows_of) == [UNCOND]:  # an uncond-only run still calibrates one curve
+            rows_of = {COND: rows_of[UNCOND]}
         out = {"ratios": {}, "std": {}, "cos_dis": {}}
-        for b in reached:
+        for b, rows in rows_of.items():
+            missing = [s for s in range(steps) if rows[s][0] <= 0]
+            if missing:
+                raise IncompleteCalibration(
+                    f"{'uncond' if b == UNCOND else 'cond'} branch measured {steps - len(missing)} of {steps} steps "
+                    f"(first missing: step {missing[0] + 1})")
             for i, name in enumerate(("ratios", "std", "cos_dis")):
-                curve, value = [], 1.0 if name == "ratios" else 0.0
-                for step in range(steps):
-                    if rows_of[b][step][0] > 0:
-                        value = rows_of[b][step][1 + i]
-                    curve.append(value)
-                out[name][b] = curve
+                out[name][b] = [rows[s][1 + i] for s in range(steps)]
         return CalibrationResult(steps=steps, **out)
 
     def release(self) -> None:

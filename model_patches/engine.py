@@ -30,7 +30,7 @@ import torch
 
 from ..magcache import COND, Calibration, MagCacheConfig, Preset, RunState, get_preset, streams
 from ..magcache.text import clip
-from . import distributed, node_text, selfcal
+from . import calibrate, distributed, node_text, selfcal
 from .handle import CalibrationHandle, unwrap
 from .selfcal import MEASURING, Plan, SelfCalibration
 from .spec import BlockGroup, FamilySpec
@@ -273,7 +273,8 @@ class CachedBlock:
                 chunk = streams.rows(residual, i * b, (i + 1) * b)
                 run.state.store(k, chunk)
                 if run.calibration is not None:  # USP: this rank's real tokens (no padding)
-                    run.calibration.record(k, call.step, chunk if call.real in (None, call.n_img) else chunk[:, :call.real])
+                    real = chunk if call.real in (None, call.n_img) else chunk[:, :call.real]
+                    run.calibration.record(k, call.step, real)
         call.head_in = None
         call.active = False
 
@@ -376,11 +377,14 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         run.state.disable(failure)
     guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
     guider.model_options["transformer_options"][RUN_KEY] = run
+    completed = False
     try:
-        return executor(*args, **kwargs)
+        out = executor(*args, **kwargs)
+        completed = True
+        return out
     finally:
-        if run.calibration is not None:
-            node_text.show(finish_calibration(run, sampling, args, kwargs))
+        if run.calibration is not None:  # saved only from a run that completed (interrupt, OOM: nothing)
+            node_text.show(finish_calibration(run, sampling, args, kwargs) if completed else calibrate.stopped(run))
         else:
             report = run_report(run)
             log.info(report)
@@ -403,12 +407,13 @@ def finish_calibration(run: Run, model_sampling, args, kwargs) -> str:
     try:
         layout = run.layout or distributed.SINGLE
         reduce = (lambda sums: distributed.all_reduce(layout, sums)) if layout.groups else None
-        result = run.calibration.result(sched.steps, reduce) if sched is not None else None
+        result = run.calibration.result(sched.steps, sched.offset, reduce) if sched is not None else None
         if result is None:
             log.warning("MagCache calibration: nothing was recorded in this run")
             return "MagCache calibration: nothing was recorded in this run, no profile was saved"
         handle = run.handle
-        handle.finish(result, {"sampler": selfcal.sampler_name(args, kwargs), "sigmas": sched.sigmas,
+        handle.finish(result, {"sampler": selfcal.sampler_name(args, kwargs), "sigmas": selfcal.sigmas_of(args, kwargs),
+                               "offset": sched.offset, "total": sched.total,
                                "preset": run.last_preset, "model_sampling": model_sampling})
         return handle.info.get("message") or f"MagCache calibration: measured {result.steps} steps"
     except Exception as e:

@@ -116,7 +116,8 @@ def test_ranks_decide_and_measure_as_one_process(single, tmp_path, family, layou
             report[out] = max(report.get(out, 0.0), d)
     print(f"\nraylight {layout} {family}: skipped table {ref['table_run']['skipped']}, self-calibrated "
           f"{ref['selfcal_run']['skipped']}; max|diff| to one process: table {report['table']:.2g}, self-calibrated "
-          f"{report['selfcal']:.2g}, raylight without MagCache {noise:.2g}; measured ratios max|diff| {report['ratios']:.2g}; "
+          f"{report['selfcal']:.2g}, raylight without MagCache {noise:.2g}; "
+          f"measured ratios max|diff| {report['ratios']:.2g}; "
           f"{len(ranks)} processes {wall:.1f} s")
 
 
