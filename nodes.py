@@ -269,7 +269,9 @@ class CompileModel(io.ComfyNode):
 class MagCacheExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         available_specs()  # logs, once, any family whose model class this ComfyUI lacks
-        return [MagCache, MagCacheCalibration, MagCacheCalibrationPlot, CompileModel]
+        from .nodes_raylight import raylight_nodes  # RayMagCache, only where raylight is installed
+
+        return [MagCache, MagCacheCalibration, MagCacheCalibrationPlot, CompileModel, *raylight_nodes()]
 
 
 async def comfy_entrypoint() -> MagCacheExtension:
