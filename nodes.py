@@ -287,8 +287,10 @@ class MagCacheExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         available_specs()  # logs, once, any family whose model class this ComfyUI lacks
         from .nodes_framepack import FRAMEPACK_NODES
+        from .nodes_raylight import raylight_nodes  # RayMagCache, only where raylight is installed
 
-        return [MagCache, MagCacheCalibration, MagCacheCalibrationPlot, CompileModel, *FRAMEPACK_NODES]
+        return [MagCache, MagCacheCalibration, MagCacheCalibrationPlot, CompileModel, *FRAMEPACK_NODES,
+                *raylight_nodes()]
 
 
 async def comfy_entrypoint() -> MagCacheExtension:

@@ -30,7 +30,7 @@ import torch
 
 from ..magcache import COND, Calibration, MagCacheConfig, Preset, RunState, get_preset, streams
 from ..magcache.text import clip
-from . import calibrate, node_text, selfcal
+from . import calibrate, distributed, node_text, selfcal
 from .handle import CalibrationHandle, unwrap
 from .selfcal import MEASURING, Plan, SelfCalibration
 from .spec import BlockGroup, FamilySpec
@@ -78,6 +78,8 @@ class Call:
     step: int = -1
     keys: tuple = ()
     n_img: object = 0  # image tokens the head saw (several streams: a tuple)
+    sp_tokens: Optional[int] = None  # raylight's USP: the cached stream's tokens before the split
+    real: Optional[int] = None  # of this rank's n_img tokens, those that are not USP padding
     head_in: object = None  # computed call: clone of the head's input (streams.Hidden)
     skip_out: object = None  # skipped call: head input + cached residual
 
@@ -106,6 +108,7 @@ class Run:
             if self.preset is None:
                 self.state.disable("the connected calibration has no result yet (its sampler has not run)")
         self._tables: dict = {}
+        self.layout: Optional[distributed.Layout] = None  # what this rank holds of a call; at the first call
 
     def disable(self, reason: str) -> None:
         """Caching off for the rest of the run, said once at its end; safe from any model call's thread."""
@@ -237,15 +240,24 @@ class CachedBlock:
             return
         with run.lock:
             sched = state.schedule(to.get("sample_sigmas"))
-        if sched is None or sigmas is None or streams.batch(img) % len(keys):
+        layout = run.layout or distributed.SINGLE
+        mine = layout.local_keys(keys)  # raylight's CFG split: this rank's rows are one branch of the call
+        if sched is None or sigmas is None or mine is None or streams.batch(img) % len(mine):
             return
+        if layout.split:
+            call.real = layout.valid_tokens(call.sp_tokens, n_img)
+            if call.real is None:  # shapes are the same on every rank: all switch off together
+                run.disable(f"{n_img} tokens on this rank are not raylight's chunk of {call.sp_tokens}")
+                return
         step = sched.global_step(float(sigmas.reshape(-1)[0]))  # the one scalar read per model call
-        b = streams.batch(img) // len(keys)
+        b = streams.batch(img) // len(mine)
         with run.lock:
-            fits = [state.fits(k, streams.rows(img, i * b, (i + 1) * b)) for i, k in enumerate(keys)]
+            fits = [state.fits(k, streams.rows(img, i * b, (i + 1) * b)) for i, k in enumerate(mine)]
+            if mine is not keys:  # every branch of the call is decided as one process does, from the table
+                fits = [all(fits)] * len(keys)
             call.skip = state.decide(step, sched.total, run.tables(call.preset, sched.total), keys, fits)
-            res = [state.residual(k) for k in keys] if call.skip else None
-        call.active, call.keys, call.n_img, call.step = True, keys, n_img, step
+            res = [state.residual(k) for k in mine] if call.skip else None
+        call.active, call.keys, call.n_img, call.step = True, mine, n_img, step
         if call.skip:
             call.skip_out = streams.add(img, streams.cat_rows(res))
         else:
@@ -261,8 +273,9 @@ class CachedBlock:
             for i, k in enumerate(call.keys):
                 chunk = streams.rows(residual, i * b, (i + 1) * b)
                 run.state.store(k, chunk)
-                if run.calibration is not None:
-                    run.calibration.record(k, call.step, chunk)
+                if run.calibration is not None:  # USP: this rank's real tokens (no padding)
+                    real = chunk if call.real in (None, call.n_img) else chunk[:, :call.real]
+                    run.calibration.record(k, call.step, real)
         call.head_in = None
         call.active = False
 
@@ -300,14 +313,26 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
             run.state.warn_once(perturbed, "MagCache: model calls with transformer_options[%r] (another function than "
                                 "the sampled model under the cond's keys) run every block, outside the cache", perturbed)
         return executor(*args, **kwargs)
+    bound = None
+
+    def arg(name):
+        nonlocal bound
+        if bound is None:
+            try:
+                bound = inspect.signature(executor.original).bind_partial(*args, **kwargs).arguments
+            except (TypeError, ValueError):
+                bound = kwargs
+        return bound.get(name, kwargs.get(name))
+
+    model = getattr(executor, "class_obj", None)
+    if run.layout is None:  # once per run, the same on every rank: raylight's layout or a single process
+        layout = distributed.detect(settings.spec, unwrap(model), to) if model is not None else distributed.SINGLE
+        if layout.problem is not None:
+            run.disable(layout.problem)
+        run.layout = layout
     preset = run.preset
     if preset is None:
-        try:
-            bound = inspect.signature(executor.original).bind_partial(*args, **kwargs).arguments
-        except (TypeError, ValueError):
-            bound = kwargs
-        preset = settings.spec.auto_preset(getattr(executor, "class_obj", None),
-                                           lambda name: bound.get(name, kwargs.get(name)))
+        preset = settings.spec.auto_preset(model, arg)
         if preset is None:  # a family without tables: only ever measured (self-calibration, calibration node)
             preset = MEASURING
         # A variant seen once holds for the whole run: Kontext's reference latents may sit on the
@@ -319,7 +344,10 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
             run.auto_variant = preset
         preset = run.auto_variant or preset
     run.last_preset = preset
-    token = CURRENT_CALL.set(Call(run, preset, to))
+    call = Call(run, preset, to)
+    if run.layout.sp_degree > 1 and run.layout.problem is None:
+        call.sp_tokens = settings.spec.sequence_parallel(unwrap(model), arg)
+    token = CURRENT_CALL.set(call)
     try:
         return executor(*args, **kwargs)
     finally:
@@ -396,7 +424,9 @@ def finish_calibration(run: Run, info: dict) -> str:
     sampler, model_sampling and sigmas, for the profile's record."""
     sched = run.state.current_schedule
     try:
-        result = run.calibration.result(sched.steps, sched.offset) if sched is not None else None
+        layout = run.layout or distributed.SINGLE
+        reduce = (lambda sums: distributed.all_reduce(layout, sums)) if layout.groups else None
+        result = run.calibration.result(sched.steps, sched.offset, reduce) if sched is not None else None
         if result is None:
             log.warning("MagCache calibration: nothing was recorded in this run")
             return "MagCache calibration: nothing was recorded in this run, no profile was saved"

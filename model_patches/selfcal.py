@@ -111,7 +111,8 @@ def plan_for(spec: FamilySpec, request: SelfCalibration, fingerprint: str, sampl
             log.warning("MagCache: profile '%s' is not of this model and run; it is measured again", name)
         except ProfileError as e:
             log.warning("MagCache: %s; it is measured again", str(e).splitlines()[0])
-    extra = {"scheduler": curve.scheduler, "self_calibration": {"fingerprint": fingerprint, "curve": curve.key, "curve_from": curve.how or "sigmas",
+    extra = {"scheduler": curve.scheduler,
+             "self_calibration": {"fingerprint": fingerprint, "curve": curve.key, "curve_from": curve.how or "sigmas",
                                   "cfg": cfg, "edit": edit, "forced": request.forced}}
     writer = profile_writer(spec, None, request.directory, name, extra=extra,
                             keep=(model_prefix(spec, fingerprint), model_prefix(spec, fingerprint, short=True)))

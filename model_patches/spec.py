@@ -145,6 +145,11 @@ class FamilySpec:
         audio-video cross-attention) while it carries the same branch keys (cond_or_uncond, uuids) as
         the unperturbed call. A call whose transformer_options hold any of them runs every block and
         neither reads, writes nor measures any branch's cache (one warning per run).
+    sequence_parallel: optional; for raylight's sequence parallel (USP), which pads the cached stream's
+        tokens at the end to a multiple of its degree and runs one contiguous chunk of them (dim 1) per
+        rank: (diffusion model, forward-argument getter) -> that stream's token count before the split,
+        or None when the call holds what the spec cannot count. Without it the family's runs under USP
+        are not cached (one warning on every rank). Used only to leave the padding out of measurements.
     presets may be empty: a family without a published table ('auto' then self-calibrates).
     """
 
@@ -161,6 +166,7 @@ class FamilySpec:
     examples: tuple[Example, ...] = ()
     accepts: Optional[Callable[[Any], bool]] = None
     uncached_options: tuple[str, ...] = ()
+    sequence_parallel: Optional[Callable[[Any, ArgGetter], Optional[int]]] = None
 
     def __post_init__(self):
         if self.hook not in HOOKS:
