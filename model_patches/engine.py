@@ -28,7 +28,7 @@ from typing import Optional
 
 import torch
 
-from ..magcache import COND, Calibration, MagCacheConfig, Preset, RunState, get_preset, streams
+from ..magcache import COND, Calibration, IncompleteCalibration, MagCacheConfig, Preset, RunState, get_preset, streams
 from ..magcache.text import clip
 from . import calibrate, node_text, selfcal
 from .handle import CalibrationHandle, unwrap
@@ -382,10 +382,14 @@ def finish_calibration(run: Run, model_sampling, args, kwargs) -> str:
             log.warning("MagCache calibration: nothing was recorded in this run")
             return "MagCache calibration: nothing was recorded in this run, no profile was saved"
         handle = run.handle
-        handle.finish(result, {"sampler": selfcal.sampler_name(args, kwargs), "sigmas": selfcal.sigmas_of(args, kwargs),
-                               "offset": sched.offset, "total": sched.total,
-                               "preset": run.last_preset, "model_sampling": model_sampling})
+        handle.finish(result, {"sampler": selfcal.sampler_name(args, kwargs), "preset": run.last_preset,
+                               "sigmas": selfcal.sigmas_of(args, kwargs), "offset": sched.offset,
+                               "total": sched.total, "model_sampling": model_sampling})
         return handle.info.get("message") or f"MagCache calibration: measured {result.steps} steps"
+    except IncompleteCalibration as e:  # a step never measured (caching switched off part-way): nothing made up
+        message = f"MagCache calibration: the profile was NOT saved: {e}"
+        log.warning(message)
+        return message
     except Exception as e:
         log.exception("MagCache calibration: the result could not be saved")
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
