@@ -286,15 +286,11 @@ class CompileModel(io.ComfyNode):
 class MagCacheExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         available_specs()  # logs, once, any family whose model class this ComfyUI lacks
-<<<<<<< HEAD
+        from .nodes_framepack import FRAMEPACK_NODES
         from .nodes_raylight import raylight_nodes  # RayMagCache, only where raylight is installed
 
-        return [MagCache, MagCacheCalibration, MagCacheCalibrationPlot, CompileModel, *raylight_nodes()]
-=======
-        from .nodes_framepack import FRAMEPACK_NODES
-
-        return [MagCache, MagCacheCalibration, MagCacheCalibrationPlot, CompileModel, *FRAMEPACK_NODES]
->>>>>>> framepack
+        return [MagCache, MagCacheCalibration, MagCacheCalibrationPlot, CompileModel, *FRAMEPACK_NODES,
+                *raylight_nodes()]
 
 
 async def comfy_entrypoint() -> MagCacheExtension:
