@@ -28,7 +28,7 @@ from typing import Optional
 
 import torch
 
-from ..magcache import COND, Calibration, MagCacheConfig, Preset, RunState, get_preset, streams
+from ..magcache import COND, Calibration, IncompleteCalibration, MagCacheConfig, Preset, RunState, get_preset, streams
 from ..magcache.text import clip
 from . import calibrate, distributed, node_text, selfcal
 from .handle import CalibrationHandle, unwrap
@@ -433,6 +433,10 @@ def finish_calibration(run: Run, info: dict) -> str:
         handle = run.handle
         handle.finish(result, dict(info, offset=sched.offset, total=sched.total, preset=run.last_preset))
         return handle.info.get("message") or f"MagCache calibration: measured {result.steps} steps"
+    except IncompleteCalibration as e:  # a step never measured (caching switched off part-way): nothing made up
+        message = f"MagCache calibration: the profile was NOT saved: {e}"
+        log.warning(message)
+        return message
     except Exception as e:
         log.exception("MagCache calibration: the result could not be saved")
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
