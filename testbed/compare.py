@@ -126,7 +126,8 @@ def run(name: str, patcher, variant: Variant, cases, cfg: float) -> Result:
 
 # ---- the variants -------------------------------------------------------------------------------
 
-def plain(steps: int = STEPS) -> Variant:
+def plain(steps: int = 0) -> Variant:
+    steps = steps or STEPS
     return Variant("plain" if steps == STEPS else "fewer steps", f"{steps} steps", lambda p: p, steps,
                    {"sampled_steps": steps})
 
@@ -158,7 +159,7 @@ def magcache(handle, thresh: float, retention: float = 0.2, K: int = 2) -> Varia
     def make(p):
         return nodes.MagCache.execute(p, "auto", thresh, retention, K, 0, -1, ratios=handle).result[0]
 
-    return Variant("MagCache", f"MagCache {thresh:g}/{retention:g}/{K}", make,
+    return Variant("MagCache", f"MagCache {thresh:g}/{retention:g}/{K}", make, STEPS,
                    settings={"thresh": thresh, "retention": retention, "K": K})
 
 
@@ -185,4 +186,4 @@ def easycache(thresh: float, copied: bool = False, lazy: bool = False) -> Varian
         return node.execute(p, thresh, 0.15, 0.95, False).result[0]
 
     method = "LazyCache" if lazy else ("EasyCache (input copied)" if copied else "EasyCache")
-    return Variant(method, f"{method} {thresh:g}", make, settings={"thresh": thresh})
+    return Variant(method, f"{method} {thresh:g}", make, STEPS, settings={"thresh": thresh})
