@@ -28,6 +28,7 @@ from .model_patches.calibrate import profile_writer
 from .model_patches.compile import BACKENDS, MODES, apply_compile, compile_kwargs
 from .model_patches.handle import CalibrationHandle, unwrap
 from .model_patches.selfcal import SelfCalibration
+from .nodes_compare import MagCacheCompare
 
 log = logging.getLogger("MagCache")
 
@@ -269,7 +270,7 @@ class CompileModel(io.ComfyNode):
 class MagCacheExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         available_specs()  # logs, once, any family whose model class this ComfyUI lacks
-        return [MagCache, MagCacheCalibration, MagCacheCalibrationPlot, CompileModel]
+        return [MagCache, MagCacheCalibration, MagCacheCalibrationPlot, CompileModel, MagCacheCompare]
 
 
 async def comfy_entrypoint() -> MagCacheExtension:

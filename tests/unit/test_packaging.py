@@ -13,7 +13,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # a value it rejects is silently dropped from the Registry entry.
 VERSION_PART = re.compile(r"^(?:(==|>=|<=|!=|~=|>|<|<>|=)\s*)?(\d+\.\d+\.\d+(?:-[a-zA-Z0-9]+)?)?$")
 LOCALES = ("zh", "ko", "ja")
-NODES = ("MagCache", "MagCacheCalibration", "MagCacheCalibrationPlot", "CompileModel")
+NODES = ("MagCache", "MagCacheCalibration", "MagCacheCalibrationPlot", "CompileModel", "MagCacheCompare")
 
 
 def test_license_file_is_the_full_apache_2_text():
