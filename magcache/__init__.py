@@ -2,7 +2,7 @@
 
 Python, torch and numpy (Pillow for the plot); nothing here imports ComfyUI, so all of it is tested
 without ComfyUI (tests/unit)."""
-from .calibration import Calibration, CalibrationResult
+from .calibration import Calibration, CalibrationResult, IncompleteCalibration
 from .config import MagCacheConfig, MagCacheConfigError
 from .presets import COND, UNCOND, Preset, PresetError, StepTables, builtin_presets, get_preset, interpolate
 from .profiles import ProfileError, list_profiles, load_profile, save_profile
@@ -11,7 +11,8 @@ from .schedule import DegenerateSchedule, Schedule
 from .state import BranchState, RunState
 
 __all__ = [
-    "Calibration", "CalibrationResult", "ProfileError", "list_profiles", "load_profile", "save_profile",
+    "Calibration", "CalibrationResult", "IncompleteCalibration", "ProfileError", "list_profiles", "load_profile",
+    "save_profile",
     "MagCacheConfig", "MagCacheConfigError", "COND", "UNCOND", "Preset", "PresetError", "StepTables", "builtin_presets",
     "get_preset", "interpolate", "Accumulator", "RuleError", "TableRule", "decide_branch", "eligible", "predict_skips",
     "replay", "split_of", "DegenerateSchedule", "Schedule",

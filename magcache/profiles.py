@@ -12,6 +12,7 @@ import os
 import re
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -30,6 +31,8 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\- ]{0,79}")  # always used with f
 NAME_RULE = "use 1-80 letters, digits, spaces, '-', '_' or '.', starting with a letter or digit"
 # Device names Windows refuses as file names, with any extension (CON.json, com1.x.json).
 WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
+STALE_SECONDS = 15 * 60  # a temporary file older than this is a write that never finished (ours)
+KEEP_AUTO = 20  # automatic (self-calibration) profiles kept per model, the most recently used (ours)
 MAX_DIGITS = 30  # longer integers in a profile are refused (no ratio or step count needs them)
 
 
@@ -78,23 +81,77 @@ def fingerprint(path) -> tuple:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+def remove_stale_temporaries(directory, now: Optional[float] = None) -> list[Path]:
+    """Remove the hidden temporary files (.<name>.<random>.tmp) of writes that never finished (a
+    process killed before the rename) once they are older than STALE_SECONDS. Returns those removed."""
+    now = time.time() if now is None else now
+    removed = []
+    for p in Path(directory).glob(".*.tmp"):
+        try:
+            if p.is_file() and not p.is_symlink() and now - p.stat().st_mtime > STALE_SECONDS:
+                p.unlink()
+                removed.append(p)
+        except OSError:
+            pass  # another process removed it, or it cannot be: the next save tries again
+    return removed
+
+
 def write_atomic(path, data: bytes) -> Path:
     """Write `data` to `path` through a temporary file in the same folder renamed over it: readers
-    never see half a file, and a symlink at `path` is replaced by the file, not followed."""
+    never see half a file, and a symlink at `path` is replaced by the file, not followed. Stale
+    temporary files of earlier writes are removed first. An error (full disk, no permission) names the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OSError(e.errno, f"could not write {path}: {e.strerror or e}") from e
         raise
     return path
+
+
+def touch(path) -> None:
+    """Record that the profile at `path` was used (its access time; the modification time, which the
+    node's cache key reads, is kept). For keeping the most recently used automatic profiles."""
+    try:
+        st = os.stat(path)
+        os.utime(path, ns=(time.time_ns(), st.st_mtime_ns))
+    except OSError:
+        pass  # a read-only folder: the profile still works, it only ages
+
+
+def prune(directory, prefixes, keep: int = KEEP_AUTO) -> list[str]:
+    """Keep the `keep` most recently used profiles whose names start with one of `prefixes` (one
+    model's automatic profiles), remove the older ones with their plots. Returns the names removed."""
+    found = []
+    for p in Path(directory).glob("*.json"):
+        if p.stem.startswith(tuple(prefixes)) and not p.is_symlink():
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            found.append((max(st.st_atime_ns, st.st_mtime_ns), p))
+    found.sort(key=lambda item: (item[0], item[1].name), reverse=True)
+    removed = []
+    for _, p in found[keep:]:
+        try:
+            p.unlink()
+            p.with_suffix(".png").unlink(missing_ok=True)
+            removed.append(p.stem)
+        except OSError:
+            pass
+    return removed
 
 
 def save_profile(directory, name: str, result: CalibrationResult, meta: dict[str, Any]) -> Path:
@@ -159,6 +216,26 @@ def _read(path: Path) -> Any:
         _fail(path, f"not valid JSON ({clip(str(e))})")
 
 
+# Optional fields and their types: a profile with one of another type is refused (a bad profile).
+OPTIONAL = {"name": (str,), "model_class": (str,), "reference": (str, None), "sampler": (str, None),
+            "scheduler": (str, None), "created": (str,), "comfyui_version": (str,), "self_calibration": (dict,),
+            "offset": (int,), "total": (int,)}
+SELF_CALIBRATION = {"fingerprint": (str,), "curve": (str,), "cfg": (bool,), "edit": (bool,), "forced": (bool,)}
+
+
+def _is(value, kinds) -> bool:
+    if value is None:
+        return None in kinds
+    if isinstance(value, bool):
+        return bool in kinds
+    return any(k is not None and k is not bool and isinstance(value, k) for k in kinds)
+
+
+def _kinds(kinds) -> str:
+    words = {str: "text", int: "a whole number", bool: "true or false", dict: "an object", None: "null"}
+    return " or ".join(words[k] for k in kinds)
+
+
 def load_profile(path) -> tuple[Preset, dict[str, Any]]:
     """(the profile's table as a Preset, its metadata). Raises ProfileError naming the file."""
     path = Path(path)
@@ -191,6 +268,17 @@ def load_profile(path) -> tuple[Preset, dict[str, Any]]:
     if len(ratios) != expected:
         layout = "cond and uncond per step" if cfg else "one per step"
         _fail(path, f"{len(ratios)} ratios for {steps} steps, expected {expected} ({layout})")
+    for key, kinds in OPTIONAL.items():
+        if key in data and not _is(data[key], kinds):
+            _fail(path, f"'{key}' must be {_kinds(kinds)}, got {show(data[key], SHOWN)}")
+    auto = data.get("self_calibration")
+    if auto is not None:  # the fingerprint is required; older profiles may lack the other fields
+        for key, kinds in SELF_CALIBRATION.items():
+            if (key in auto or key == "fingerprint") and not _is(auto.get(key), kinds):
+                _fail(path, f"'self_calibration.{key}' must be {_kinds(kinds)}, got {show(auto.get(key), SHOWN)}")
+    offset, total = data.get("offset", 0), data.get("total", steps)
+    if offset < 0 or total < offset + steps:
+        _fail(path, f"'offset' {offset} and 'total' {total} do not hold its {steps} steps")
     preset = Preset(name=f"profile:{path.stem}", steps=steps, cfg_interleaved=cfg, ratios=tuple(float(v) for v in ratios))
     meta = {k: v for k, v in data.items() if k not in ("ratios", "std", "cos_dis")}
     return preset, meta

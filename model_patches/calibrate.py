@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 
 from ..magcache import MagCacheConfig, get_preset, save_profile
+from ..magcache import profiles as profile_files
 from ..magcache.plot import plot_calibration, save_png
 from ..magcache.text import clip
 from .spec import FamilySpec
@@ -28,33 +29,33 @@ def comfyui_version() -> str:
 
 def scheduler_name(model_sampling, sigmas) -> str:
     """Which ComfyUI scheduler made `sigmas` (for the profile's record), or 'custom'."""
-    import comfy.samplers
+    from .profile_keys import identify
 
-    target = torch.tensor(sigmas, dtype=torch.float32)
-    for name in comfy.samplers.SCHEDULER_NAMES:
-        try:
-            got = comfy.samplers.calculate_sigmas(model_sampling, name, len(sigmas) - 1).float().cpu()
-        except Exception:
-            continue
-        if got.shape == target.shape and torch.allclose(got, target, rtol=1e-4, atol=1e-6):
-            return name
-    return "custom"
+    if sigmas is None:
+        return "custom"
+    values = sigmas.tolist() if isinstance(sigmas, torch.Tensor) else list(sigmas)
+    return identify(model_sampling, values, getattr(model_sampling, "sigmas", None)).scheduler
 
 
 def profile_writer(spec: FamilySpec, reference: Optional[str], directory: str, name: str,
-                   extra: Optional[dict] = None):
+                   extra: Optional[dict] = None, keep: tuple = ()):
     """The calibration handle's on_result: saves profile `name` in `directory` and its plot beside it;
     returns what the node shows. A failed save raises (the engine reports it on the node).
-    extra: further metadata; with "self_calibration" the message says the run was a self-calibration."""
+    extra: further metadata; with "self_calibration" the message says the run was a self-calibration.
+    keep: name prefixes of one model's automatic profiles, of which the KEEP_AUTO most recently used
+    are kept after the save (older ones removed)."""
 
     def on_result(result, run_info) -> dict:
         table = run_info.get("preset") or reference or (spec.presets[0] if spec.presets else None)
         meta = {"family": spec.name, "model_class": spec.model_classes[0],
                 "reference": table if isinstance(table, str) else None,
                 "sampler": run_info.get("sampler"),
-                "scheduler": scheduler_name(run_info["model_sampling"], run_info["sigmas"]),
+                "scheduler": (extra or {}).get("scheduler") or scheduler_name(run_info["model_sampling"],
+                                                                              run_info["sigmas"]),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "comfyui_version": comfyui_version(), **(extra or {})}
+        if run_info.get("offset", 0) or run_info.get("total", result.steps) != result.steps:
+            meta.update(offset=run_info["offset"], total=run_info["total"])  # a piece of a longer schedule
         path = save_profile(directory, name, result, meta)
         shape = f"{result.steps} steps, {'CFG' if result.cfg else 'no CFG'}"
         if extra and "self_calibration" in extra:
@@ -65,6 +66,11 @@ def profile_writer(spec: FamilySpec, reference: Optional[str], directory: str, n
                        f"were saved as profile '{name}' ({shape}) to {path}; the next runs use it")
         else:
             message = f"MagCache calibration: saved profile '{name}' ({shape}) to {path}"
+        limit = profile_files.KEEP_AUTO
+        removed = profile_files.prune(directory, keep, limit) if keep else []
+        if removed:
+            message += (f"\nRemoved the {len(removed)} least recently used automatic profile(s) of this model "
+                        f"(at most {limit} are kept): {', '.join(removed)}")
         log.info(message)
         reference_table = get_preset(meta["reference"]) if meta["reference"] else None
         config = MagCacheConfig(*reference_table.recommended) if reference_table else MagCacheConfig()
@@ -78,3 +84,15 @@ def profile_writer(spec: FamilySpec, reference: Optional[str], directory: str, n
         return {"path": str(path), "reference": meta["reference"], "message": message}
 
     return on_result
+
+
+def stopped(run) -> str:
+    """A calibration run (engine.Run) that did not complete (interrupted, out of memory, any error):
+    nothing is saved and an existing profile of that name is kept; said on the node and in the log."""
+    sched = run.state.current_schedule
+    what = "self-calibration" if run.plan is not None else "calibration"
+    where = f" at step {max(0, run.calibration.reached() - sched.offset)} of {sched.steps}" if sched else ""
+    run.calibration.release()
+    message = f"MagCache {what} interrupted{where}: nothing saved, existing profile kept"
+    log.warning(message)
+    return message

@@ -28,9 +28,9 @@ from typing import Optional
 
 import torch
 
-from ..magcache import COND, Calibration, MagCacheConfig, Preset, RunState, get_preset, streams
+from ..magcache import COND, Calibration, IncompleteCalibration, MagCacheConfig, Preset, RunState, get_preset, streams
 from ..magcache.text import clip
-from . import node_text, selfcal
+from . import calibrate, distributed, node_text, selfcal
 from .handle import CalibrationHandle, unwrap
 from .selfcal import MEASURING, Plan, SelfCalibration
 from .spec import BlockGroup, FamilySpec
@@ -78,6 +78,8 @@ class Call:
     step: int = -1
     keys: tuple = ()
     n_img: object = 0  # image tokens the head saw (several streams: a tuple)
+    sp_tokens: Optional[int] = None  # raylight's USP: the cached stream's tokens before the split
+    real: Optional[int] = None  # of this rank's n_img tokens, those that are not USP padding
     head_in: object = None  # computed call: clone of the head's input (streams.Hidden)
     skip_out: object = None  # skipped call: head input + cached residual
 
@@ -106,6 +108,7 @@ class Run:
             if self.preset is None:
                 self.state.disable("the connected calibration has no result yet (its sampler has not run)")
         self._tables: dict = {}
+        self.layout: Optional[distributed.Layout] = None  # what this rank holds of a call; at the first call
 
     def disable(self, reason: str) -> None:
         """Caching off for the rest of the run, said once at its end; safe from any model call's thread."""
@@ -187,8 +190,9 @@ class CachedBlock:
 
     def refuse(self, to: dict, reason: str) -> None:
         """Caching off for the run of this call (one warning at the end), e.g. a block called in a way
-        its spec does not declare."""
-        run = to.get(RUN_KEY)
+        its spec does not declare. Blocks handed no transformer_options (FramePack's) use the call's."""
+        call = CURRENT_CALL.get()
+        run = (to or (call.to if call is not None else None) or {}).get(RUN_KEY)
         if run is not None:
             run.disable(reason)
 
@@ -241,15 +245,24 @@ class CachedBlock:
             return
         with run.lock:
             sched = state.schedule(to.get("sample_sigmas"))
-        if sched is None or sigmas is None or streams.batch(img) % len(keys):
+        layout = run.layout or distributed.SINGLE
+        mine = layout.local_keys(keys)  # raylight's CFG split: this rank's rows are one branch of the call
+        if sched is None or sigmas is None or mine is None or streams.batch(img) % len(mine):
             return
+        if layout.split:
+            call.real = layout.valid_tokens(call.sp_tokens, n_img)
+            if call.real is None:  # shapes are the same on every rank: all switch off together
+                run.disable(f"{n_img} tokens on this rank are not raylight's chunk of {call.sp_tokens}")
+                return
         step = sched.global_step(float(sigmas.reshape(-1)[0]))  # the one scalar read per model call
-        b = streams.batch(img) // len(keys)
+        b = streams.batch(img) // len(mine)
         with run.lock:
-            fits = [state.fits(k, streams.rows(img, i * b, (i + 1) * b)) for i, k in enumerate(keys)]
+            fits = [state.fits(k, streams.rows(img, i * b, (i + 1) * b)) for i, k in enumerate(mine)]
+            if mine is not keys:  # every branch of the call is decided as one process does, from the table
+                fits = [all(fits)] * len(keys)
             call.skip = state.decide(step, sched.total, run.tables(call.preset, sched.total), keys, fits)
-            res = [state.residual(k) for k in keys] if call.skip else None
-        call.active, call.keys, call.n_img, call.step = True, keys, n_img, step
+            res = [state.residual(k) for k in mine] if call.skip else None
+        call.active, call.keys, call.n_img, call.step = True, mine, n_img, step
         if call.skip:
             call.skip_out = streams.add(img, streams.cat_rows(res))
         else:
@@ -265,8 +278,9 @@ class CachedBlock:
             for i, k in enumerate(call.keys):
                 chunk = streams.rows(residual, i * b, (i + 1) * b)
                 run.state.store(k, chunk)
-                if run.calibration is not None:
-                    run.calibration.record(k, call.step, chunk)
+                if run.calibration is not None:  # USP: this rank's real tokens (no padding)
+                    real = chunk if call.real in (None, call.n_img) else chunk[:, :call.real]
+                    run.calibration.record(k, call.step, real)
         call.head_in = None
         call.active = False
 
@@ -304,14 +318,26 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
             run.state.warn_once(perturbed, "MagCache: model calls with transformer_options[%r] (another function than "
                                 "the sampled model under the cond's keys) run every block, outside the cache", perturbed)
         return executor(*args, **kwargs)
+    bound = None
+
+    def arg(name):
+        nonlocal bound
+        if bound is None:
+            try:
+                bound = inspect.signature(executor.original).bind_partial(*args, **kwargs).arguments
+            except (TypeError, ValueError):
+                bound = kwargs
+        return bound.get(name, kwargs.get(name))
+
+    model = getattr(executor, "class_obj", None)
+    if run.layout is None:  # once per run, the same on every rank: raylight's layout or a single process
+        layout = distributed.detect(settings.spec, unwrap(model), to) if model is not None else distributed.SINGLE
+        if layout.problem is not None:
+            run.disable(layout.problem)
+        run.layout = layout
     preset = run.preset
     if preset is None:
-        try:
-            bound = inspect.signature(executor.original).bind_partial(*args, **kwargs).arguments
-        except (TypeError, ValueError):
-            bound = kwargs
-        preset = settings.spec.auto_preset(getattr(executor, "class_obj", None),
-                                           lambda name: bound.get(name, kwargs.get(name)))
+        preset = settings.spec.auto_preset(model, arg)
         if preset is None:  # a family without tables: only ever measured (self-calibration, calibration node)
             preset = MEASURING
         # A variant seen once holds for the whole run: Kontext's reference latents may sit on the
@@ -323,7 +349,10 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
             run.auto_variant = preset
         preset = run.auto_variant or preset
     run.last_preset = preset
-    token = CURRENT_CALL.set(Call(run, preset, to))
+    call = Call(run, preset, to)
+    if run.layout.sp_degree > 1 and run.layout.problem is None:
+        call.sp_tokens = settings.spec.sequence_parallel(unwrap(model), arg)
+    token = CURRENT_CALL.set(call)
     try:
         return executor(*args, **kwargs)
     finally:
@@ -341,31 +370,51 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     sampling = guider.model_patcher.get_model_object("model_sampling")
     model_sigmas = getattr(sampling, "sigmas", None)
+    run = new_run(settings, model_sigmas.tolist() if model_sigmas is not None else None,  # once per run
+                  lambda: selfcal.plan(settings.spec, settings.self_calibrate, guider, args, kwargs, sampling))
+    guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
+    guider.model_options["transformer_options"][RUN_KEY] = run
+    completed = False
+    try:
+        out = executor(*args, **kwargs)
+        completed = True
+        return out
+    finally:
+        end_run(run, completed, lambda: {"sampler": selfcal.sampler_name(args, kwargs), "model_sampling": sampling,
+                                         "sigmas": selfcal.sigmas_of(args, kwargs)})
+        guider.model_options = orig
+
+
+def new_run(settings: Settings, model_sigmas, planner) -> Run:
+    """A run's state. planner() -> its self-calibration Plan (this model's profile for the run's shape, or a
+    handle that measures it), asked for when the settings self-calibrate; if it fails, caching is off for
+    the run (said once), the generation is never lost to it."""
     plan, failure = None, None
     if settings.self_calibrate is not None and settings.calibrate is None:
-        try:  # once per run: this model's profile for this run's shape, or a handle that measures it
-            plan = selfcal.plan(settings.spec, settings.self_calibrate, guider, args, kwargs, sampling)
-        except Exception as e:  # never lose the generation to it: caching off for the run, said once
+        try:
+            plan = planner()
+        except Exception as e:
             log.exception("MagCache: self-calibration could not start")
             plan = Plan("", preset=MEASURING)
             failure = f"self-calibration could not start: {clip(str(e).splitlines()[0] if str(e) else type(e).__name__, 200)}"
-    run = Run(settings, model_sigmas.tolist() if model_sigmas is not None else None, plan)  # once per run
+    run = Run(settings, model_sigmas, plan)
     if failure is not None:
         run.state.disable(failure)
-    guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
-    guider.model_options["transformer_options"][RUN_KEY] = run
-    try:
-        return executor(*args, **kwargs)
-    finally:
-        if run.calibration is not None:
-            node_text.show(finish_calibration(run, sampling, args, kwargs))
-        else:
-            report = run_report(run)
-            log.info(report)
-            node_text.show(report)  # on the sampler node in the UI, when a server runs
-        with run.lock:
-            run.state.release()
-        guider.model_options = orig
+    return run
+
+
+def end_run(run: Run, completed: bool, info) -> None:
+    """A run's end: its calibration saved (info() -> its sampler, model_sampling and sigmas), only from a run
+    that completed (interrupt, OOM: nothing), or its summary logged, either shown on the executing node (the
+    sampler) in the UI when a server runs; then its residuals dropped."""
+    if run.calibration is not None:
+        node_text.show(finish_calibration(run, info()) if completed else calibrate.stopped(run))
+    else:
+        report = run_report(run)
+        log.info(report)
+        node_text.show(report)
+    with run.lock:
+        run.state.release()
 
 
 def run_report(run: Run) -> str:
@@ -374,19 +423,25 @@ def run_report(run: Run) -> str:
     return run.state.summary()  # names the tables the run read (RunState.table_names)
 
 
-def finish_calibration(run: Run, model_sampling, args, kwargs) -> str:
+def finish_calibration(run: Run, info: dict) -> str:
     """Hand the run's curves to the calibration handle and return what happened, for the UI. A failure
-    is logged and reported, never raised, so the generation itself is never lost to it."""
+    is logged and reported, never raised, so the generation itself is never lost to it. info: the run's
+    sampler, model_sampling and sigmas, for the profile's record."""
     sched = run.state.current_schedule
     try:
-        result = run.calibration.result(sched.steps) if sched is not None else None
+        layout = run.layout or distributed.SINGLE
+        reduce = (lambda sums: distributed.all_reduce(layout, sums)) if layout.groups else None
+        result = run.calibration.result(sched.steps, sched.offset, reduce) if sched is not None else None
         if result is None:
             log.warning("MagCache calibration: nothing was recorded in this run")
             return "MagCache calibration: nothing was recorded in this run, no profile was saved"
         handle = run.handle
-        handle.finish(result, {"sampler": selfcal.sampler_name(args, kwargs), "sigmas": sched.sigmas,
-                               "preset": run.last_preset, "model_sampling": model_sampling})
+        handle.finish(result, dict(info, offset=sched.offset, total=sched.total, preset=run.last_preset))
         return handle.info.get("message") or f"MagCache calibration: measured {result.steps} steps"
+    except IncompleteCalibration as e:  # a step never measured (caching switched off part-way): nothing made up
+        message = f"MagCache calibration: the profile was NOT saved: {e}"
+        log.warning(message)
+        return message
     except Exception as e:
         log.exception("MagCache calibration: the result could not be saved")
         first = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -2,27 +2,25 @@
 model_type 'auto_calibrate' on any family (fine-tunes, merges, distillations).
 
 Once per sampling run (in the OUTER_SAMPLE wrapper) the run is keyed by the model (family + a cheap
-fingerprint of its config and weights) and its shape (sampler, scheduler, CFG or not, reference latents
-or not); a saved profile of that key is used (interpolated to the run's step count, like any table). Without one, the
+fingerprint of its config and weights) and its shape (sampler, the sigma curve, CFG or not, reference
+latents or not: profile_keys); a saved profile of that key is used (interpolated to the run's step count, like any table). Without one, the
 run computes every step (its output is that of no MagCache), measures the ratios through the
 calibration path (Calibration + CalibrationHandle + profile_writer) and saves them as that profile.
 Nothing is kept on the shared model: the key is computed again each run."""
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import re
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
 from ..magcache import Preset, ProfileError, load_profile
-from ..magcache.profiles import profile_path
-from .calibrate import profile_writer, scheduler_name
+from ..magcache.profiles import profile_path, touch
+from .calibrate import profile_writer
 from .handle import CalibrationHandle, unwrap
+from .profile_keys import Curve, identify, model_fingerprint, model_prefix, profile_name
 from .spec import FamilySpec
 
 log = logging.getLogger("MagCache")
@@ -30,8 +28,6 @@ log = logging.getLogger("MagCache")
 # What a calibrating call reads as its table when the family has none: never consulted for a
 # decision (the run's threshold is 0, nothing is skipped), it only fills the slot.
 MEASURING = Preset(name="self-calibration", steps=1, cfg_interleaved=False, ratios=(1.0,))
-SLICE = 32  # values read from each end of each sampled weight tensor
-SAMPLED = 7  # weight tensors sampled, spread over the model
 
 
 @dataclass(frozen=True)
@@ -55,46 +51,6 @@ class Plan:
     handle: object = None
 
 
-def _tensor_bits(t) -> bytes:
-    try:
-        flat = t.detach().reshape(-1)
-        part = torch.cat((flat[:SLICE], flat[-SLICE:])) if flat.numel() > 2 * SLICE else flat
-        return part.float().cpu().numpy().tobytes()
-    except Exception:  # quantized or meta tensors: their shape and dtype still count
-        return b""
-
-
-def model_fingerprint(patcher, diffusion_model) -> str:
-    """12 hex digits from the unet config, a few small slices of a few weight tensors (the originals
-    where this patcher holds a backup) and this patcher's weight patches (LoRA keys, strengths and
-    a slice of each patch). Cheap: about 7 x 64 values read, once per run."""
-    h = hashlib.sha256()
-    config = getattr(getattr(patcher.model, "model_config", None), "unet_config", None) or {}
-    h.update(json.dumps(config, sort_keys=True, default=str).encode())
-    params = list(diffusion_model.named_parameters())
-    n = len(params)
-    picks = sorted({0, 1, n // 3, n // 2, (2 * n) // 3, n - 2, n - 1} & set(range(n)))[:SAMPLED]
-    backup = getattr(patcher, "backup", None) or {}
-    for i in picks:
-        name, p = params[i]
-        original = backup.get(f"diffusion_model.{name}")
-        t = getattr(original, "weight", None) if original is not None else p
-        t = p if t is None else t
-        h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
-        h.update(_tensor_bits(t))
-    for key in sorted(getattr(patcher, "patches", None) or {}):
-        h.update(str(key).encode())
-        for entry in patcher.patches[key]:
-            h.update(repr([v for v in entry if isinstance(v, (int, float, str))]).encode())
-            patch = entry[1] if len(entry) > 1 else None
-            weights = getattr(patch, "weights", patch)
-            first = next((w for w in (weights if isinstance(weights, (tuple, list)) else (weights,))
-                          if isinstance(w, torch.Tensor)), None)
-            if first is not None:
-                h.update(_tensor_bits(first))
-    return h.hexdigest()[:12]
-
-
 def sampler_name(args, kwargs) -> str:
     sampler = args[2] if len(args) > 2 else kwargs.get("sampler")
     fn = getattr(sampler, "sampler_function", None)
@@ -115,10 +71,6 @@ def uses_cfg(guider) -> bool:
         return True
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "x"
-
-
 REFERENCE_KEY = "reference_latents"  # ComfyUI's conditioning key for reference images (ReferenceLatent node)
 
 
@@ -131,40 +83,52 @@ def is_edit(guider) -> bool:
                for entries in conds.values() for c in (entries or ()))
 
 
-def profile_name(spec: FamilySpec, fingerprint: str, sampler: str, scheduler: str, cfg: bool, edit: bool = False) -> str:
-    """The profile's name: 'auto <family> <fingerprint> <sampler> <scheduler> <cfg|nocfg>[ edit]' (no step
-    count: another step count interpolates the same profile; ' edit' for runs with reference latents).
-    Within the profile name rule (80 chars)."""
-    tail = f"{slug(sampler)} {slug(scheduler)} {'cfg' if cfg else 'nocfg'}{' edit' if edit else ''}"
-    name = f"auto {slug(spec.name)} {fingerprint} {tail}"
-    if len(name) > 80:
-        name = f"auto {slug(spec.name)[:30]} {fingerprint} {hashlib.sha256(tail.encode()).hexdigest()[:12]}"
-    return name
-
-
 def plan(spec: FamilySpec, request: SelfCalibration, guider, args, kwargs, model_sampling) -> Plan:
     """Once per run: the saved profile for this model and run shape, or a handle that measures and
-    saves it. A profile that cannot be read (or is of another model) is measured again and replaced."""
+    saves it. A profile that cannot be read (or is of another model or curve) is measured again and replaced."""
     patcher = guider.model_patcher
     fingerprint = model_fingerprint(patcher, unwrap(patcher.get_model_object("diffusion_model")))
     sigmas = sigmas_of(args, kwargs)
     sampler = sampler_name(args, kwargs)
     values = sigmas.tolist() if isinstance(sigmas, torch.Tensor) else list(sigmas or [])
-    scheduler = scheduler_name(model_sampling, values) if len(values) > 1 else "custom"
-    cfg = uses_cfg(guider)
-    edit = is_edit(guider)
-    name = profile_name(spec, fingerprint, sampler, scheduler, cfg, edit)
+    curve = identify(model_sampling, values, getattr(model_sampling, "sigmas", None))
+    return plan_for(spec, request, fingerprint, sampler, curve, uses_cfg(guider), is_edit(guider))
+
+
+def plan_for(spec: FamilySpec, request: SelfCalibration, fingerprint: str, sampler: str, curve: Curve, cfg: bool,
+             edit: bool = False) -> Plan:
+    """plan() once the run's key is known (also for FramePack, whose sampler is not ComfyUI's)."""
+    name = profile_name(spec, fingerprint, sampler, curve, cfg, edit)
     path = profile_path(request.directory, name)
     if path.is_file():
         try:
             preset, meta = load_profile(path)
             auto = meta.get("self_calibration") or {}
             if (meta.get("family") == spec.name and auto.get("fingerprint") == fingerprint
-                    and bool(auto.get("edit", False)) == edit):
-                return Plan(name, preset=preset)
-            log.warning("MagCache: profile '%s' is not of this model; it is measured again", name)
+                    and auto.get("curve") == curve.key and auto.get("edit", False) == edit):
+                touch(path)
+                return Plan(name, preset=in_schedule(preset, meta))
+            log.warning("MagCache: profile '%s' is not of this model and run; it is measured again", name)
         except ProfileError as e:
             log.warning("MagCache: %s; it is measured again", str(e).splitlines()[0])
-    extra = {"self_calibration": {"fingerprint": fingerprint, "cfg": cfg, "edit": edit, "forced": request.forced}}
-    writer = profile_writer(spec, None, request.directory, name, extra=extra)
+    extra = {"scheduler": curve.scheduler,
+             "self_calibration": {"fingerprint": fingerprint, "curve": curve.key, "curve_from": curve.how or "sigmas",
+                                  "cfg": cfg, "edit": edit, "forced": request.forced}}
+    writer = profile_writer(spec, None, request.directory, name, extra=extra,
+                            keep=(model_prefix(spec, fingerprint), model_prefix(spec, fingerprint, short=True)))
     return Plan(name, handle=CalibrationHandle(spec, None, writer))
+
+
+def in_schedule(preset: Preset, meta: dict) -> Preset:
+    """A profile measured on a piece of a schedule (steps offset.. of `total`, a partial denoise) as a
+    table of the whole schedule, which is how the engine indexes it (global steps). The steps outside
+    the piece were never measured and are never decided on by a run on this curve; they hold 1.0 (no
+    error), which is all the engine's replay of the steps before a partial run then sees: the run
+    starts as a fresh one would. Ours."""
+    offset, total = meta.get("offset", 0), meta.get("total", preset.steps)
+    if offset == 0 and total == preset.steps:
+        return preset
+    per_step = 2 if preset.cfg_interleaved else 1
+    ratios = ((1.0,) * (offset * per_step) + preset.ratios
+              + (1.0,) * ((total - offset - preset.steps) * per_step))
+    return Preset(name=preset.name, steps=total, cfg_interleaved=preset.cfg_interleaved, ratios=ratios)

@@ -26,6 +26,18 @@ def variant(model, arg) -> str:
     return f"wan2.1_t2v_{size_class(model)}"
 
 
+def sequence_tokens(model, arg):
+    """Image tokens before raylight's USP split: the latent cut into patches (ComfyUI pads it to the
+    patch size); a call with reference or context latents (appended tokens) is not counted."""
+    x = arg("x")
+    if x is None or x.ndim != 5 or arg("reference_latent") is not None or arg("context_latents") is not None:
+        return None
+    n = 1
+    for size, patch in zip(x.shape[2:], model.patch_size):
+        n *= -(-size // patch)
+    return n
+
+
 def wan_tokens(x):
     """patch_embedding output [B, C, T, H, W] -> the blocks' [B, THW, C]."""
     return x.flatten(2).transpose(1, 2)
@@ -59,6 +71,7 @@ SPEC = FamilySpec(
     presets=("wan2.1_t2v_1.3B", "wan2.1_t2v_14B", "wan2.1_i2v_480p_14B", "wan2.1_i2v_720p_14B",
              "wan2.2_t2v_14B", "wan2.2_i2v_14B", "wan2.2_ti2v_5B", "wan2.2_ti2v_5B_i2v"),
     variant=variant,
+    sequence_parallel=sequence_tokens,
     fixtures=(
         fixture("wan_t2v", "WAN21_T2V", TINY, (1, 16, 3, 16, 16), "wan2.1_t2v_1.3B", bench=BENCH,
                 checkpoint=LOADABLE),

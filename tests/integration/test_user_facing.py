@@ -106,6 +106,22 @@ def test_calibration_shows_where_it_saved_the_profile(comfy, ui, user_dir):
     assert ui == [(f"MagCache calibration: saved profile 'shown' ({STEPS} steps, CFG) to {path}", "5", "client-7")]
 
 
+def test_an_interrupted_calibration_says_so_on_the_node_and_saves_nothing(comfy, ui, user_dir):
+    from comfy import model_management
+
+    def cancel(step, x0, x, total):
+        if step == 2:
+            raise model_management.InterruptProcessingException()
+
+    cal, handle = comfy.MagCacheCalibration.execute(tiny_model("wan_t2v"), "auto", "cut").result
+    pos, neg = conds("wan_t2v")
+    with executing("5"), pytest.raises(model_management.InterruptProcessingException):
+        sample(cal, pos, neg, seed=1, steps=STEPS, latent_shape=TINY["wan_t2v"].latent, callback=cancel)
+    assert ui == [(f"MagCache calibration interrupted at step 3 of {STEPS}: nothing saved, existing profile kept",
+                   "5", "client-7")]
+    assert handle.result is None and not (user_dir / "magcache").exists()
+
+
 def test_a_failed_profile_save_is_shown_on_the_node_and_the_generation_completes(comfy, ui, user_dir):
     model = tiny_model("wan_t2v")
     (user_dir / "magcache").write_text("a file where the profile folder should be")

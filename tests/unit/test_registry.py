@@ -95,9 +95,12 @@ def test_block_list_follows_the_spec():
 def test_every_preset_of_every_family_has_a_table_and_original_choices_stay():
     from comfyui_magcache.magcache import builtin_presets
 
-    named = [p for spec in ALL_SPECS for p in spec.presets]
+    from comfyui_magcache.model_patches.framepack import FRAMEPACK
+
+    named = [p for spec in ALL_SPECS + (FRAMEPACK,) for p in spec.presets]
     assert sorted(named) == sorted(builtin_presets())  # each table belongs to one family; no preset lacks one
-    assert set(builtin_presets()) == set(MODEL_TYPES) - {"auto", "auto_calibrate"}
+    # FramePack's tables are its own node's (the wrapper's model never reaches the MagCache node)
+    assert set(builtin_presets()) - set(FRAMEPACK.presets) == set(MODEL_TYPES) - {"auto", "auto_calibrate"}
     assert len(MODEL_TYPES) == len(set(MODEL_TYPES)) and MODEL_TYPES[-1] == "auto_calibrate"  # appended
     # the original pack's model_type combo, in its order (saved workflows store these strings); then
     # ours, new ones appended after the earlier ones
@@ -227,18 +230,20 @@ def test_one_class_two_families_each_spec_takes_only_its_own_instances():
 def test_self_calibration_profile_names_are_valid_and_distinct():
     from comfyui_magcache.magcache.profiles import check_name
     from comfyui_magcache.model_patches import lumina2
-    from comfyui_magcache.model_patches.selfcal import profile_name
+    from comfyui_magcache.model_patches.profile_keys import Curve, profile_name
 
-    a = profile_name(lumina2.SPEC, "0123456789ab", "euler", "simple", True)
-    assert a == "auto Lumina-2-Z-Image 0123456789ab euler simple cfg" and check_name(a) == a
+    simple = Curve("simple", "1a2b3c4d", "whole")
+    a = profile_name(lumina2.SPEC, "0123456789ab", "euler", simple, True)
+    assert a == "auto Lumina-2-Z-Image 0123456789ab euler simple 1a2b3c4d cfg" and check_name(a) == a
     names = {profile_name(lumina2.SPEC, "0123456789ab", s, c, g, e)
-             for s in ("euler", "heun") for c in ("simple", "karras") for g in (True, False) for e in (True, False)}
-    assert len(names) == 16
-    edit = profile_name(lumina2.SPEC, "0123456789ab", "euler", "simple", True, True)
+             for s in ("euler", "heun") for c in (simple, Curve("karras", "00ff00ff"), Curve("custom", "00ff00fe"))
+             for g in (True, False) for e in (True, False)}
+    assert len(names) == 24  # the curve's hash tells apart what the scheduler's name cannot
+    edit = profile_name(lumina2.SPEC, "0123456789ab", "euler", simple, True, True)
     assert edit == a + " edit" and check_name(edit) == edit  # an edit run (reference latents): its own profile
-    long = profile_name(lumina2.SPEC, "0123456789ab", "x" * 70, "simple", True)
+    long = profile_name(lumina2.SPEC, "0123456789ab", "x" * 70, simple, True)
     assert len(long) <= 80 and check_name(long) == long
-    long_edit = profile_name(lumina2.SPEC, "0123456789ab", "x" * 70, "simple", True, True)
+    long_edit = profile_name(lumina2.SPEC, "0123456789ab", "x" * 70, simple, True, True)
     assert len(long_edit) <= 80 and check_name(long_edit) == long_edit and long_edit != long
 
 
