@@ -71,6 +71,36 @@ def settings_inputs(thresh=0.06, retention=0.2, K=2):
     ]
 
 
+def window_inputs():
+    return [
+        io.Int.Input("start_step", default=0, min=START_STEP_RANGE[0], max=START_STEP_RANGE[1],
+                     tooltip="First step on which skipping is allowed."),
+        io.Int.Input("end_step", default=-1, min=END_STEP_RANGE[0], max=END_STEP_RANGE[1],
+                     tooltip="Last step on which skipping is allowed; negative counts from the end "
+                             "(-1 = the last step)."),
+    ]
+
+
+def profile_state(model_type) -> str:
+    """What changes when the profile a 'profile:...' model_type names is edited or replaced ('' otherwise)."""
+    if isinstance(model_type, str) and model_type.startswith(PROFILE_PREFIX):
+        try:
+            path = profile_path(profiles_dir(), model_type[len(PROFILE_PREFIX):])
+        except ProfileError:
+            return "bad name"
+        return "profile " + ":".join(map(str, fingerprint(path)))
+    return ""
+
+
+def family_profile(model_type: str, family: str, node: str = "MagCache"):
+    """The table of the saved profile a 'profile:...' model_type names, which must be of `family`."""
+    preset, meta = load_profile(profile_path(profiles_dir(), model_type[len(PROFILE_PREFIX):]))
+    if meta["family"] != family:
+        raise ProfileError(f"{node}: profile {show(model_type)} was calibrated on {clip(meta['family'])}, "
+                           f"the loaded model is {family}; pick a profile of {family} or a preset")
+    return preset
+
+
 class MagCache(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -99,11 +129,7 @@ class MagCache(io.ComfyNode):
                                        "and uses it from the next run on; 'auto_calibrate' does the same on any "
                                        "model (fine-tunes, merges, distillations)."),
                 *settings_inputs(),
-                io.Int.Input("start_step", default=0, min=START_STEP_RANGE[0], max=START_STEP_RANGE[1],
-                             tooltip="First step on which skipping is allowed."),
-                io.Int.Input("end_step", default=-1, min=END_STEP_RANGE[0], max=END_STEP_RANGE[1],
-                             tooltip="Last step on which skipping is allowed; negative counts from the end "
-                                     "(-1 = the last step)."),
+                *window_inputs(),
                 RATIOS.Input("ratios", optional=True,
                              tooltip="Optional: a calibration result from a MagCache Calibration node; when "
                                      "connected it replaces model_type's table (once its sampler has run)."),
@@ -115,13 +141,7 @@ class MagCache(io.ComfyNode):
     def fingerprint_inputs(cls, model_type=None, **kwargs):
         # ComfyUI caches this node's output by its inputs; a profile edited or re-calibrated on disk
         # must be read again, so its file's state is part of the key.
-        if isinstance(model_type, str) and model_type.startswith(PROFILE_PREFIX):
-            try:
-                path = profile_path(profiles_dir(), model_type[len(PROFILE_PREFIX):])
-            except ProfileError:
-                return "bad name"
-            return "profile " + ":".join(map(str, fingerprint(path)))
-        return ""
+        return profile_state(model_type)
 
     @classmethod
     def execute(cls, model, model_type: str, magcache_thresh: float, retention_ratio: float, magcache_K: int,
@@ -138,10 +158,7 @@ class MagCache(io.ComfyNode):
             preset = ratios
         elif model_type.startswith(PROFILE_PREFIX):
             spec = family_of(model)
-            preset, meta = load_profile(profile_path(profiles_dir(), model_type[len(PROFILE_PREFIX):]))
-            if meta["family"] != spec.name:
-                raise ProfileError(f"MagCache: profile {show(model_type)} was calibrated on {clip(meta['family'])}, "
-                                   f"the loaded model is {spec.name}; pick a profile of {spec.name} or a preset")
+            preset = family_profile(model_type, spec.name)
         else:
             spec, preset = resolve(model_type, diffusion_model(model))
         self_calibrate = None
@@ -269,9 +286,11 @@ class CompileModel(io.ComfyNode):
 class MagCacheExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         available_specs()  # logs, once, any family whose model class this ComfyUI lacks
+        from .nodes_framepack import FRAMEPACK_NODES
         from .nodes_raylight import raylight_nodes  # RayMagCache, only where raylight is installed
 
-        return [MagCache, MagCacheCalibration, MagCacheCalibrationPlot, CompileModel, *raylight_nodes()]
+        return [MagCache, MagCacheCalibration, MagCacheCalibrationPlot, CompileModel, *FRAMEPACK_NODES,
+                *raylight_nodes()]
 
 
 async def comfy_entrypoint() -> MagCacheExtension:

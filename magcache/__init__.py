@@ -11,7 +11,8 @@ from .schedule import DegenerateSchedule, Schedule
 from .state import BranchState, RunState
 
 __all__ = [
-    "Calibration", "CalibrationResult", "IncompleteCalibration", "ProfileError", "list_profiles", "load_profile", "save_profile",
+    "Calibration", "CalibrationResult", "IncompleteCalibration", "ProfileError", "list_profiles", "load_profile",
+    "save_profile",
     "MagCacheConfig", "MagCacheConfigError", "COND", "UNCOND", "Preset", "PresetError", "StepTables", "builtin_presets",
     "get_preset", "interpolate", "Accumulator", "RuleError", "TableRule", "decide_branch", "eligible", "predict_skips",
     "replay", "split_of", "DegenerateSchedule", "Schedule",

@@ -4,6 +4,7 @@ Pillow (which ComfyUI ships)."""
 from __future__ import annotations
 
 import io
+import math
 from typing import Optional
 
 import numpy as np
@@ -116,6 +117,51 @@ def plot_calibration(result: CalibrationResult, config: MagCacheConfig, referenc
         d.rectangle((x, H - 28, x + 12, H - 18), fill=color)
         d.text((x + 16, H - 30), text, fill=(0, 0, 0))
         x += 24 + 7 * len(text)
+    return np.array(img, dtype=np.uint8)
+
+
+def plot_lines(series, title: str = "", xlabel: str = "", ylabel: str = "") -> np.ndarray:
+    """Lines through points: series = [(label, [(x, y), ...], RGB)], each drawn in x order with its
+    points marked. An RGB image (H, W, 3, uint8)."""
+    pts = [p for _, points, _ in series for p in points if math.isfinite(p[0]) and math.isfinite(p[1])]
+    x_lo, x_hi = min(p[0] for p in pts), max(p[0] for p in pts)
+    y_lo, y_hi = min(p[1] for p in pts), max(p[1] for p in pts)
+    x_hi, y_hi = max(x_hi, x_lo + 1e-3), max(y_hi, y_lo + 1e-3)
+    pad = (y_hi - y_lo) * 0.06
+    y_lo, y_hi = y_lo - pad, y_hi + pad
+    img = Image.new("RGB", (W, H + 40), "white")
+    d = ImageDraw.Draw(img)
+    bottom = H + 40 - BOTTOM - 30
+
+    def xy(x, y):
+        return (LEFT + (W - LEFT - RIGHT) * (x - x_lo) / (x_hi - x_lo),
+                TOP + (bottom - TOP) * (1 - (y - y_lo) / (y_hi - y_lo)))
+
+    d.rectangle((LEFT, TOP, W - RIGHT, bottom), outline=(0, 0, 0))
+    for k in range(5):
+        y = y_lo + (y_hi - y_lo) * k / 4
+        d.line((LEFT, xy(x_lo, y)[1], W - RIGHT, xy(x_lo, y)[1]), fill=(230, 230, 230))
+        d.text((6, xy(x_lo, y)[1] - 6), f"{y:.3g}", fill=(0, 0, 0))
+        x = x_lo + (x_hi - x_lo) * k / 4
+        d.line((xy(x, y_lo)[0], TOP, xy(x, y_lo)[0], bottom), fill=(230, 230, 230))
+        d.text((xy(x, y_lo)[0] - 10, bottom + 6), f"{x:.2f}", fill=(0, 0, 0))
+    d.text((W // 2 - 4 * len(xlabel), bottom + 22), xlabel, fill=(0, 0, 0))
+    d.text((6, TOP - 16), ylabel, fill=(0, 0, 0))
+    for _, points, color in series:
+        ok = sorted(p for p in points if math.isfinite(p[0]) and math.isfinite(p[1]))
+        if len(ok) > 1:
+            d.line([xy(*p) for p in ok], fill=tuple(color), width=2)
+        for p in ok:
+            x, y = xy(*p)
+            d.ellipse((x - 3, y - 3, x + 3, y + 3), fill=tuple(color))
+    d.text((LEFT, 10), title, fill=(0, 0, 0))
+    x, y = LEFT, H + 40 - 34
+    for label, _, color in series:
+        if x + 24 + 7 * len(label) > W:
+            x, y = LEFT, y + 16
+        d.rectangle((x, y + 2, x + 12, y + 12), fill=tuple(color))
+        d.text((x + 16, y), label, fill=(0, 0, 0))
+        x += 28 + 7 * len(label)
     return np.array(img, dtype=np.uint8)
 
 

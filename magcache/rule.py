@@ -6,7 +6,8 @@ Per branch (cond or uncond), on each step:
   untouched, as in the authors' code;
 - otherwise: acc_ratio *= ratio[t]; acc_steps += 1; acc_err += |1 - acc_ratio|, and the step is
   skipped if acc_err <= thresh (or < thresh: the comparison is the table's) and acc_steps <= K and
-  the step is not the table's forced step; if not, the accumulators reset and the step is computed
+  the step is not the table's forced step (and, where the table says so, |1 - ratio[t]| is within its
+  max_step_deviation); if not, the accumulators reset and the step is computed
   (the "reset branch").
 - A step with no cached residual to add (the first step of a run) takes the reset branch.
 - thresh 0 never skips (the node returns the model unchanged then)."""
@@ -45,6 +46,9 @@ class TableRule:
         "t2v": keep c < int(2S*R) and 2S <= c <= (2N-2S)*R + 2S;
         "i2v": keep c < int(2S + (2N-2S)*R) (the high-noise expert is never cached).
         A run covering the whole schedule (split unknown) uses "calls" retention.
+    max_step_deviation: a further condition on each skip: the step's own ratio must satisfy
+        |1 - ratio[t]| <= max_step_deviation, else the step takes the reset branch (FramePack and
+        FramePack-F1: 0.06). None: no such condition.
     source: the authors' file (and lines) the rule is transcribed from.
     """
 
@@ -52,6 +56,7 @@ class TableRule:
     retention: str = "steps"
     forced_step: Optional[tuple[int, int]] = None
     experts: Optional[str] = None
+    max_step_deviation: Optional[float] = None
     source: str = ""
 
     def __post_init__(self):
@@ -65,6 +70,9 @@ class TableRule:
             step, of = self.forced_step
             if not (isinstance(step, int) and isinstance(of, int) and of >= 2 and 0 <= step < of):
                 raise RuleError(f"forced_compute_step must be 0 <= step < of, of >= 2; got {self.forced_step!r}")
+        dev = self.max_step_deviation
+        if dev is not None and (isinstance(dev, bool) or not isinstance(dev, (int, float)) or not 0 <= dev < 1e9):
+            raise RuleError(f"max_step_deviation must be a number >= 0, got {dev!r}")
 
     @classmethod
     def default(cls, round_half_up: bool = False) -> "TableRule":
@@ -78,7 +86,8 @@ class TableRule:
         forced = data.get("forced_compute_step")
         return cls(compare=data.get("compare", "<="), retention=data.get("retention", "steps"),
                    forced_step=(forced["step"], forced["of"]) if forced else None,
-                   experts=data.get("experts"), source=data.get("source", ""))
+                   experts=data.get("experts"), max_step_deviation=data.get("max_step_deviation"),
+                   source=data.get("source", ""))
 
     def forced(self, step: int, steps: int) -> bool:
         """Is `step` of a `steps`-step run the table's forced compute step?"""
@@ -86,6 +95,10 @@ class TableRule:
             return False
         target, of = self.forced_step
         return round(step * ((of - 1) / (steps - 1))) == target
+
+    def steady(self, ratio: float) -> bool:
+        """Does this step's own ratio allow a skip (max_step_deviation)?"""
+        return self.max_step_deviation is None or abs(1.0 - ratio) <= self.max_step_deviation
 
     def retained(self, config: MagCacheConfig, step: int, steps: int, branch: int = COND,
                  split: Optional[int] = None) -> bool:
@@ -156,7 +169,7 @@ def decide_branch(acc: Accumulator, config: MagCacheConfig, rule: TableRule, rat
     if not eligible(config, step, steps, rule=rule, branch=branch, split=split):
         return False  # computed; the authors' code leaves the accumulators as they are
     return acc.advance(ratios[step], config.thresh, config.K, inclusive=rule.compare == "<=",
-                       allowed=has_residual and not rule.forced(step, steps))
+                       allowed=has_residual and not rule.forced(step, steps) and rule.steady(ratios[step]))
 
 
 def replay(config: MagCacheConfig, rule: TableRule, ratios: Sequence[float], until: int, steps: int, branch: int,

@@ -28,7 +28,7 @@ from typing import Optional
 
 import torch
 
-from ..magcache import COND, Calibration, MagCacheConfig, Preset, RunState, get_preset, streams
+from ..magcache import COND, Calibration, IncompleteCalibration, MagCacheConfig, Preset, RunState, get_preset, streams
 from ..magcache.text import clip
 from . import calibrate, distributed, node_text, selfcal
 from .handle import CalibrationHandle, unwrap
@@ -185,8 +185,9 @@ class CachedBlock:
 
     def refuse(self, to: dict, reason: str) -> None:
         """Caching off for the run of this call (one warning at the end), e.g. a block called in a way
-        its spec does not declare."""
-        run = to.get(RUN_KEY)
+        its spec does not declare. Blocks handed no transformer_options (FramePack's) use the call's."""
+        call = CURRENT_CALL.get()
+        run = (to or (call.to if call is not None else None) or {}).get(RUN_KEY)
         if run is not None:
             run.disable(reason)
 
@@ -364,17 +365,8 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     sampling = guider.model_patcher.get_model_object("model_sampling")
     model_sigmas = getattr(sampling, "sigmas", None)
-    plan, failure = None, None
-    if settings.self_calibrate is not None and settings.calibrate is None:
-        try:  # once per run: this model's profile for this run's shape, or a handle that measures it
-            plan = selfcal.plan(settings.spec, settings.self_calibrate, guider, args, kwargs, sampling)
-        except Exception as e:  # never lose the generation to it: caching off for the run, said once
-            log.exception("MagCache: self-calibration could not start")
-            plan = Plan("", preset=MEASURING)
-            failure = f"self-calibration could not start: {clip(str(e).splitlines()[0] if str(e) else type(e).__name__, 200)}"
-    run = Run(settings, model_sigmas.tolist() if model_sigmas is not None else None, plan)  # once per run
-    if failure is not None:
-        run.state.disable(failure)
+    run = new_run(settings, model_sigmas.tolist() if model_sigmas is not None else None,  # once per run
+                  lambda: selfcal.plan(settings.spec, settings.self_calibrate, guider, args, kwargs, sampling))
     guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
     guider.model_options["transformer_options"][RUN_KEY] = run
     completed = False
@@ -383,15 +375,41 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         completed = True
         return out
     finally:
-        if run.calibration is not None:  # saved only from a run that completed (interrupt, OOM: nothing)
-            node_text.show(finish_calibration(run, sampling, args, kwargs) if completed else calibrate.stopped(run))
-        else:
-            report = run_report(run)
-            log.info(report)
-            node_text.show(report)  # on the sampler node in the UI, when a server runs
-        with run.lock:
-            run.state.release()
+        end_run(run, completed, lambda: {"sampler": selfcal.sampler_name(args, kwargs), "model_sampling": sampling,
+                                         "sigmas": selfcal.sigmas_of(args, kwargs)})
         guider.model_options = orig
+
+
+def new_run(settings: Settings, model_sigmas, planner) -> Run:
+    """A run's state. planner() -> its self-calibration Plan (this model's profile for the run's shape, or a
+    handle that measures it), asked for when the settings self-calibrate; if it fails, caching is off for
+    the run (said once), the generation is never lost to it."""
+    plan, failure = None, None
+    if settings.self_calibrate is not None and settings.calibrate is None:
+        try:
+            plan = planner()
+        except Exception as e:
+            log.exception("MagCache: self-calibration could not start")
+            plan = Plan("", preset=MEASURING)
+            failure = f"self-calibration could not start: {clip(str(e).splitlines()[0] if str(e) else type(e).__name__, 200)}"
+    run = Run(settings, model_sigmas, plan)
+    if failure is not None:
+        run.state.disable(failure)
+    return run
+
+
+def end_run(run: Run, completed: bool, info) -> None:
+    """A run's end: its calibration saved (info() -> its sampler, model_sampling and sigmas), only from a run
+    that completed (interrupt, OOM: nothing), or its summary logged, either shown on the executing node (the
+    sampler) in the UI when a server runs; then its residuals dropped."""
+    if run.calibration is not None:
+        node_text.show(finish_calibration(run, info()) if completed else calibrate.stopped(run))
+    else:
+        report = run_report(run)
+        log.info(report)
+        node_text.show(report)
+    with run.lock:
+        run.state.release()
 
 
 def run_report(run: Run) -> str:
@@ -400,9 +418,10 @@ def run_report(run: Run) -> str:
     return run.state.summary()  # names the tables the run read (RunState.table_names)
 
 
-def finish_calibration(run: Run, model_sampling, args, kwargs) -> str:
+def finish_calibration(run: Run, info: dict) -> str:
     """Hand the run's curves to the calibration handle and return what happened, for the UI. A failure
-    is logged and reported, never raised, so the generation itself is never lost to it."""
+    is logged and reported, never raised, so the generation itself is never lost to it. info: the run's
+    sampler, model_sampling and sigmas, for the profile's record."""
     sched = run.state.current_schedule
     try:
         layout = run.layout or distributed.SINGLE
@@ -412,10 +431,12 @@ def finish_calibration(run: Run, model_sampling, args, kwargs) -> str:
             log.warning("MagCache calibration: nothing was recorded in this run")
             return "MagCache calibration: nothing was recorded in this run, no profile was saved"
         handle = run.handle
-        handle.finish(result, {"sampler": selfcal.sampler_name(args, kwargs), "sigmas": selfcal.sigmas_of(args, kwargs),
-                               "offset": sched.offset, "total": sched.total,
-                               "preset": run.last_preset, "model_sampling": model_sampling})
+        handle.finish(result, dict(info, offset=sched.offset, total=sched.total, preset=run.last_preset))
         return handle.info.get("message") or f"MagCache calibration: measured {result.steps} steps"
+    except IncompleteCalibration as e:  # a step never measured (caching switched off part-way): nothing made up
+        message = f"MagCache calibration: the profile was NOT saved: {e}"
+        log.warning(message)
+        return message
     except Exception as e:
         log.exception("MagCache calibration: the result could not be saved")
         first = str(e).splitlines()[0] if str(e) else type(e).__name__

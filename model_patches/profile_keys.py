@@ -51,7 +51,7 @@ class Curve:
     how: str = ""
 
 
-def _sigmas(model_sampling, name: str, steps: int, dropped: bool) -> Optional[list]:
+def _sigmas(model_sampling, name: str, steps: int, dropped: bool) -> Optional[torch.Tensor]:
     import comfy.samplers
 
     try:

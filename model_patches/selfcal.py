@@ -20,7 +20,7 @@ from ..magcache import Preset, ProfileError, load_profile
 from ..magcache.profiles import profile_path, touch
 from .calibrate import profile_writer
 from .handle import CalibrationHandle, unwrap
-from .profile_keys import identify, model_fingerprint, model_prefix, profile_name
+from .profile_keys import Curve, identify, model_fingerprint, model_prefix, profile_name
 from .spec import FamilySpec
 
 log = logging.getLogger("MagCache")
@@ -92,8 +92,12 @@ def plan(spec: FamilySpec, request: SelfCalibration, guider, args, kwargs, model
     sampler = sampler_name(args, kwargs)
     values = sigmas.tolist() if isinstance(sigmas, torch.Tensor) else list(sigmas or [])
     curve = identify(model_sampling, values, getattr(model_sampling, "sigmas", None))
-    cfg = uses_cfg(guider)
-    edit = is_edit(guider)
+    return plan_for(spec, request, fingerprint, sampler, curve, uses_cfg(guider), is_edit(guider))
+
+
+def plan_for(spec: FamilySpec, request: SelfCalibration, fingerprint: str, sampler: str, curve: Curve, cfg: bool,
+             edit: bool = False) -> Plan:
+    """plan() once the run's key is known (also for FramePack, whose sampler is not ComfyUI's)."""
     name = profile_name(spec, fingerprint, sampler, curve, cfg, edit)
     path = profile_path(request.directory, name)
     if path.is_file():
@@ -107,7 +111,8 @@ def plan(spec: FamilySpec, request: SelfCalibration, guider, args, kwargs, model
             log.warning("MagCache: profile '%s' is not of this model and run; it is measured again", name)
         except ProfileError as e:
             log.warning("MagCache: %s; it is measured again", str(e).splitlines()[0])
-    extra = {"scheduler": curve.scheduler, "self_calibration": {"fingerprint": fingerprint, "curve": curve.key, "curve_from": curve.how or "sigmas",
+    extra = {"scheduler": curve.scheduler,
+             "self_calibration": {"fingerprint": fingerprint, "curve": curve.key, "curve_from": curve.how or "sigmas",
                                   "cfg": cfg, "edit": edit, "forced": request.forced}}
     writer = profile_writer(spec, None, request.directory, name, extra=extra,
                             keep=(model_prefix(spec, fingerprint), model_prefix(spec, fingerprint, short=True)))

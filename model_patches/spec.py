@@ -17,9 +17,10 @@ class BlockGroup:
     key: the one of `outputs` that holds the hidden state the cache skips ("img"; Kandinsky 5: "x").
         Its value may be a tuple of streams that run and are skipped together (LTX-2: (video, audio));
         each stream's residual is cached (magcache.streams), and image_tokens must then be "all".
-    swap_args: hook "block_swap" only: the block's keyword arguments that carry `outputs`, in order,
-        for blocks called with keywords (HiDream: ("image_tokens", "text_tokens")); the block then
-        returns one value per output (a tuple for several). Empty: the block is called
+    swap_args: hook "block_swap" only: the block's arguments that carry `outputs`, in order: keyword
+        names for blocks called with keywords (HiDream: ("image_tokens", "text_tokens")), positions for
+        blocks called positionally (FramePack: (0, 1), hidden and text states); the block then returns
+        one value per output (a tuple for several). Empty: the block is called
         block(hidden, *args, **kwargs) and returns the hidden state.
     image_tokens: where the image tokens sit in args["img"]: "all" (image stream only), or, for a
         joint stream, the layout of ComfyUI versions that do not say it themselves: "last" (text
@@ -35,7 +36,7 @@ class BlockGroup:
     image_tokens: str = "all"
     skip_attr: Optional[str] = None
     key: str = "img"
-    swap_args: tuple[str, ...] = ()
+    swap_args: tuple[Union[str, int], ...] = ()
 
     def __post_init__(self):
         if self.image_tokens not in ("all", "first", "last"):

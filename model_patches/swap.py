@@ -22,6 +22,9 @@ class SwappedBlock:
     def __init__(self, module, cached):
         self.module, self.cached = module, cached
 
+    def __getattr__(self, name):  # a loop reading a block's submodules (FramePack's TeaCache: norm1) gets the block's
+        return getattr(self.module, name)
+
     def __call__(self, *args, **kwargs):
         group = self.cached.group
         to = kwargs.get("transformer_options") or {}
@@ -34,16 +37,21 @@ class SwappedBlock:
                 return {group.key: self.module(a[group.key], *args[1:], **kwargs)}
 
             return self.cached({group.key: args[0], "transformer_options": to}, {"original_block": original})[group.key]
-        if not all(name in kwargs for name in group.swap_args):  # called another way than the spec says
-            self.cached.refuse(to, f"{group.attr} blocks were not called with the keywords {', '.join(group.swap_args)}")
+        if not all(name in kwargs if isinstance(name, str) else name < len(args) for name in group.swap_args):
+            kind = "keywords" if all(isinstance(n, str) for n in group.swap_args) else "arguments"
+            self.cached.refuse(to, f"{group.attr} blocks were not called with the {kind} "
+                                   f"{', '.join(map(str, group.swap_args))}")  # called another way than the spec says
             return self.module(*args, **kwargs)
 
         def original(a):
-            kw = dict(kwargs, **{name: a[out] for out, name in zip(group.outputs, group.swap_args)})
-            got = self.module(*args, **kw)
+            pos, kw = list(args), dict(kwargs)
+            for out, name in zip(group.outputs, group.swap_args):
+                (kw if isinstance(name, str) else pos)[name] = a[out]
+            got = self.module(*pos, **kw)
             return dict(zip(group.outputs, got if len(group.outputs) > 1 else (got,)))
 
-        given = {out: kwargs[name] for out, name in zip(group.outputs, group.swap_args)}
+        given = {out: kwargs[name] if isinstance(name, str) else args[name]
+                 for out, name in zip(group.outputs, group.swap_args)}
         out = self.cached(dict(given, transformer_options=to), {"original_block": original})
         return tuple(out[k] for k in group.outputs) if len(group.outputs) > 1 else out[group.key]
 

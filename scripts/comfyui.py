@@ -42,6 +42,9 @@ TEST_PACKAGES = ["pytest", "pytest-timeout", "pillow", "numpy", "playwright"]
 # without its dependencies (newer xfuser calls get_device_name, which raylight's stand-in lacks); Ray for
 # the smoke run of the node with CPU actors.
 RAYLIGHT_PACKAGES, RAYLIGHT_NO_DEPS = ["yunchang==0.6.4", "cloudpickle", "ray==2.60.0"], ["xfuser==0.4.5"]
+# What kijai's ComfyUI-FramePackWrapper needs beyond ComfyUI's requirements (its requirements.txt: diffusers,
+# accelerate; transformers, einops, safetensors are ComfyUI's own), pinned by us, for the FramePack tests.
+FRAMEPACK_PACKAGES = ["diffusers==0.42.1", "accelerate==1.15.0"]
 
 
 def say(msg: str) -> None:
@@ -157,7 +160,7 @@ def venv_python(tree: Path) -> Path:
     torch_spec = os.environ.get("MAGCACHE_TORCH", "torch==2.13.0")
     reqs = [ln.strip() for ln in (tree / "requirements.txt").read_text().splitlines()
             if ln.strip() and not ln.startswith("#") and not NOT_NEEDED.match(ln.strip())]
-    reqs += ["requests"] + TEST_PACKAGES  # requests: imported by the server, missing in 0.8.0's list
+    reqs += ["requests"] + TEST_PACKAGES + FRAMEPACK_PACKAGES  # requests: imported by the server, missing in 0.8.0's list
     standins = sorted((p.relative_to(STANDINS).as_posix(), p.read_bytes()) for p in STANDINS.rglob("*.py"))
     key = hashlib.sha256(repr((RECIPE, sys.version, torch_spec, reqs, standins, RAYLIGHT_PACKAGES,
                                RAYLIGHT_NO_DEPS)).encode()).hexdigest()[:12]
@@ -195,6 +198,33 @@ def venv_python(tree: Path) -> Path:
     return python
 
 
+def framepack_wrapper() -> str | None:
+    """kijai's ComfyUI-FramePackWrapper for the FramePack tests: the ComfyUI-FramePackWrapper-*.tar.gz in
+    MAGCACHE_FRAMEPACK_ARCHIVES (checked against its SHA256SUMS), unpacked into the cache; its folder, or None
+    when no archive folder is given (the tests then skip, unless MAGCACHE_REQUIRE_FRAMEPACK=1)."""
+    folder = os.environ.get("MAGCACHE_FRAMEPACK_ARCHIVES")
+    if not folder:
+        return os.environ.get("MAGCACHE_FRAMEPACK")
+    archives = sorted(Path(folder).resolve().glob("ComfyUI-FramePackWrapper-*.tar.gz"))
+    if not archives:
+        sys.exit(f"no ComfyUI-FramePackWrapper-*.tar.gz in {folder}")
+    archive = archives[-1]
+    sums = Path(folder, "SHA256SUMS")
+    digest = _sha256(archive)
+    if sums.is_file() and any(line.split()[1:] == [archive.name] and line.split()[0] != digest
+                              for line in sums.read_text().splitlines() if line.strip()):
+        sys.exit(f"{archive} does not match its SHA256SUMS entry")
+    top = archive.name[: -len(".tar.gz")]
+    dest = cache_dir() / "src" / f"{top}-{digest[:12]}"
+    if not (dest / top / "nodes.py").is_file():
+        say(f"unpacking {archive.name} into {dest}")
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(dest, filter="data")
+    return str(dest / top)
+
+
 SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|deselected)")
 
 
@@ -210,6 +240,7 @@ def run_tests(pytest_args: list[str]) -> int:
         return subprocess.run([sys.executable, "-m", "pytest", *test_paths(pytest_args), *pytest_args], cwd=ROOT).returncode
     rows, failed_any = [], False
     raylight = raylight_src()
+    wrapper = framepack_wrapper()
     for tree in trees():
         python = venv_python(tree)
         version = version_of(tree)
@@ -217,6 +248,8 @@ def run_tests(pytest_args: list[str]) -> int:
         env = dict(os.environ, COMFYUI_PATH=str(tree), MAGCACHE_REQUIRE_COMFYUI="1", PYTHONUNBUFFERED="1")
         if raylight is not None:
             env["MAGCACHE_RAYLIGHT_SRC"] = str(raylight)
+        if wrapper:
+            env["MAGCACHE_FRAMEPACK"] = wrapper
         t0 = time.monotonic()
         proc = subprocess.Popen([str(python), "-m", "pytest", *test_paths(pytest_args), "-q", "-rs", "--timeout=1800",
                                  *pytest_args], cwd=ROOT, env=env,

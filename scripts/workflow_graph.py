@@ -74,8 +74,10 @@ TYPES = {
 WIDGET_SOCKETS = {("TrimVideoLatent", "trim_amount")}
 
 
-def workflow(nodes: list[tuple]) -> dict:
-    """nodes: [(id, type, widgets_values, {input_name: (src_id, src_slot)})]"""
+def workflow(nodes: list[tuple], types: dict = TYPES) -> dict:
+    """nodes: [(id, type, widgets_values, {input_name: (src_id, src_slot)})]; types: TYPES, or TYPES with the
+    node types of another pack (scripts/make_framepack_example.py)."""
+    TYPES = types  # noqa: N806
     by_id = {n[0]: n for n in nodes}
     links, ui_nodes = [], []
     out_links: dict[tuple[int, int], list[int]] = {}

@@ -15,7 +15,7 @@ import make_examples  # noqa: E402
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 EXAMPLES = sorted(make_examples.EXAMPLES)
 # loader node type -> the models/ folder of its file widgets (a tuple: one folder per widget, in order)
-LOADERS = {"UNETLoader": "diffusion_models", "CLIPLoader": "text_encoders", "DualCLIPLoader": "text_encoders",
+LOADERS = {"UNETLoader": "diffusion_models", "LoadFramePackModel": ("diffusion_models",), "CLIPLoader": "text_encoders", "DualCLIPLoader": "text_encoders",
            "QuadrupleCLIPLoader": "text_encoders", "VAELoader": "vae", "CLIPVisionLoader": "clip_vision",
            "CheckpointLoaderSimple": "checkpoints", "LTXVAudioVAELoader": "checkpoints",
            "LTXAVTextEncoderLoader": ("text_encoders", "checkpoints")}
@@ -23,8 +23,12 @@ LOADERS = {"UNETLoader": "diffusion_models", "CLIPLoader": "text_encoders", "Dua
 
 def placeholders() -> dict[str, list[str]]:
     """Every model file the examples' loaders name, by models/ folder, so the loaders list them."""
+    return placeholders_of(EXAMPLES)
+
+
+def placeholders_of(examples) -> dict[str, list[str]]:
     out: dict[str, set] = {}
-    for name in EXAMPLES:
+    for name in examples:
         for node in json.loads((ROOT / "examples" / name).read_text())["nodes"]:
             if node["type"] in LOADERS:
                 folders = LOADERS[node["type"]]
@@ -157,7 +161,8 @@ def widget_values(node, info):
             break
         out[name] = values.pop(0)
         opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-        if opts.get("control_after_generate"):  # the frontend's extra widget after a seed
+        # the frontend's extra widget after a seed (also, unasked, after any INT named seed: the wrapper's sampler)
+        if opts.get("control_after_generate") or (name in ("seed", "noise_seed") and spec[0] == "INT"):
             assert values.pop(0) in ("fixed", "increment", "decrement", "randomize")
         if any(k.endswith("_upload") and v for k, v in opts.items()):  # and the upload button's value
             assert values.pop(0) in ("image", "video", "audio")
@@ -167,6 +172,11 @@ def widget_values(node, info):
 
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_example_is_valid_for_the_running_server(object_info, name):
+    check_example(name, object_info)
+
+
+def check_example(name, object_info):
+    """examples/<name> against a running server's /object_info: node types, widget values, inputs, links."""
     wf = json.loads((ROOT / "examples" / name).read_text())
     nodes = {n["id"]: n for n in wf["nodes"]}
     for node in wf["nodes"]:

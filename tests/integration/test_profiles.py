@@ -103,6 +103,37 @@ def test_an_interrupted_calibration_node_run_keeps_my_calibration(comfy, user_di
             in caplog.text) and "saved profile" not in caplog.text
 
 
+def test_a_completed_run_with_steps_not_measured_saves_nothing(comfy, user_dir, caplog):
+    """Caching switched off part-way (here from a wrapper, as a layout problem would): the run completes,
+    its later steps were never measured, so no profile is made of it and the old one stays."""
+    from comfy.patcher_extension import WrappersMP
+    from comfyui_magcache.model_patches import engine
+
+    model = tiny_model(NAME)
+    pos, neg = conds(NAME)
+    cal, _ = comfy.MagCacheCalibration.execute(model, "auto", "my_calibration").result
+    sample(cal, pos, neg, seed=1, steps=STEPS, latent_shape=SHAPE)
+    before = listing(user_dir)
+    calls = []
+
+    def switch_off(executor, *args, **kwargs):
+        to = kwargs.get("transformer_options") or next(a for a in reversed(args) if isinstance(a, dict))
+        calls.append(1)
+        if len(calls) == 7:
+            to[engine.RUN_KEY].disable("switched off by the test")
+        return executor(*args, **kwargs)
+
+    again, handle = comfy.MagCacheCalibration.execute(model, "auto", "my_calibration").result
+    again.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, "test", switch_off)
+    with caplog.at_level(logging.INFO, logger="MagCache"):
+        sample(again, pos, neg, seed=2, steps=STEPS, latent_shape=SHAPE)
+    assert listing(user_dir) == before and handle.result is None
+    said = [r for r in caplog.records if "NOT saved" in r.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is None  # one warning, no traceback: nothing went wrong in MagCache
+    assert said[0].getMessage() == ("MagCache calibration: the profile was NOT saved: cond branch measured 6 of "
+                                    f"{STEPS} steps (first missing: step 7)")
+
+
 def sigmas_of(model, sampler, scheduler, steps, denoise):
     """The sigmas ComfyUI's KSampler samples with (independent of the pack)."""
     import comfy.samplers

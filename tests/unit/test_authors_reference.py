@@ -121,6 +121,39 @@ def hunyuan_script(table, num_steps, thresh, retention_ratio, K):
     return skipped
 
 
+def framepack_script(table, num_steps, thresh, retention_ratio, K):
+    """MagCache4FramePack/magcache_demo_gradio.py:63-74 and 252-300 (the F1 script alike): one call per step
+    (distilled CFG, cfg 1), the counter restarting with each section (initialize_magcache per section); the
+    skip also needs the step's own ratio within 0.06 of 1."""
+    mag_ratios = np.array(table)
+    if len(mag_ratios) != num_steps:
+        mag_ratios = nearest_interp(mag_ratios, num_steps)
+    residual_cache = None
+    skipped = []
+    for cnt in range(num_steps):
+        if cnt == 0:  # initialize MagCache
+            accumulated_ratio, accumulated_steps, accumulated_err = 1.0, 0, 0
+        skip_forward = False
+        if cnt >= int(retention_ratio * num_steps) and cnt >= 1:  # keep first retention_ratio steps
+            cur_mag_ratio = mag_ratios[cnt]
+            accumulated_ratio = accumulated_ratio * cur_mag_ratio
+            cur_skip_err = np.abs(1 - accumulated_ratio)
+            accumulated_err += cur_skip_err
+            accumulated_steps += 1
+            if (accumulated_err <= thresh and accumulated_steps <= K and np.abs(1 - cur_mag_ratio) <= 0.06
+                    and residual_cache is not None):  # DEVIATION (the residual; cnt >= 1 has one anyway)
+                skip_forward = True
+            else:
+                accumulated_ratio = 1.0
+                accumulated_steps = 0
+                accumulated_err = 0
+        if skip_forward:
+            skipped.append(cnt)
+        else:
+            residual_cache = "computed"
+    return skipped
+
+
 def wan_script(table, sample_steps, thresh, retention_ratio, K, split_steps=None, mode="t2v",
                interp=nearest_interp):
     """MagCache4Wan2.2/magcache_generate.py:290-337 with init_magcache 340-362. With split_steps None
@@ -210,6 +243,7 @@ SCRIPT = {
     "wan2.2_ti2v_5B": "wan", "wan2.2_ti2v_5B_i2v": "wan",
     "wan2.2_t2v_14B": "wan22_t2v", "wan2.2_i2v_14B": "wan22_i2v",
     "qwen_image": "qwen", "qwen_image_50steps": "qwen", "qwen_image_edit": "qwen",
+    "framepack": "framepack", "framepack_f1": "framepack",
 }
 
 
@@ -220,8 +254,10 @@ def reference(name, steps, settings, split=None):
     preset = get_preset(name)
     thresh, retention, K = settings
     script = SCRIPT[name]
-    if script in ("flux", "hunyuan"):
-        fn = flux_script if script == "flux" else hunyuan_script
+    if script in ("flux", "hunyuan", "framepack"):
+        # FramePack: the authors run cfg 1 only (one counter for every call); with real CFG (the wrapper allows
+        # it) each branch keeps its own accumulators here as in the other scripts: our choice
+        fn = {"flux": flux_script, "hunyuan": hunyuan_script, "framepack": framepack_script}[script]
         got = fn(preset.ratios, steps, thresh, retention, K)
         return {COND: got, UNCOND: got}
     if script == "pack":

@@ -355,3 +355,33 @@ def test_a_swapped_block_called_without_its_hidden_state_first_switches_caching_
     want = model.layers._modules["0"](x.clone(), torch.zeros(1, 1, 4))
     got = model.layers[0](x=x.clone(), c=torch.zeros(1, 1, 4), transformer_options={engine.RUN_KEY: run})
     assert torch.equal(got, want) and "not called with the hidden state first" in run.state.disabled_reason
+
+
+def test_positional_swap_args_pass_both_streams_and_read_the_blocks_attributes():
+    """FramePack's blocks: block(hidden, text, temb, ...) -> (hidden, text), reached by the block-list swap."""
+    from comfyui_magcache.model_patches.spec import BlockGroup
+
+    class Pair(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm1 = torch.nn.Identity()
+
+        def forward(self, h, e, temb):
+            return h + temb, e * 2
+
+    group = BlockGroup("double_block", "blocks", outputs=("img", "txt"), swap_args=(0, 1))
+    block = Pair()
+    wrapped = swap.SwappedBlock(block, engine.CachedBlock(group, True, True))
+    h, e, temb = torch.ones(1, 3, 4), torch.ones(1, 2, 4), torch.full((1, 1, 4), 0.5)
+    got = wrapped(h, e, temb)
+    want = block(h, e, temb)
+    assert isinstance(got, tuple) and all(torch.equal(a, b) for a, b in zip(got, want))
+    assert wrapped.norm1 is block.norm1  # a loop reading the block's submodules (FramePack's TeaCache) gets them
+    run = engine.Run(engine.Settings(flux.SPEC, FLAT))
+    token = engine.CURRENT_CALL.set(engine.Call(run, "flux", {engine.RUN_KEY: run}))
+    try:
+        with pytest.raises(TypeError):  # called with one argument: not how the spec says; runs as the block would
+            wrapped(h)
+    finally:
+        engine.CURRENT_CALL.reset(token)
+    assert "were not called with the arguments 0, 1" in run.state.disabled_reason

@@ -41,7 +41,19 @@ def test_every_family_ships_an_example_and_every_example_is_declared():
     from comfyui_magcache.model_patches import ALL_SPECS
 
     assert all(spec.examples for spec in ALL_SPECS), [s.name for s in ALL_SPECS if not s.examples]
-    assert sorted(p.name for p in (ROOT / "examples").glob("*.json")) == sorted(make_examples.EXAMPLES)
+    shipped = sorted(p.name for p in (ROOT / "examples").glob("*.json"))
+    assert shipped == sorted([*make_examples.EXAMPLES, "framepack.json"])  # + kijai's FramePackWrapper's
+
+
+def test_the_framepack_example_is_current_and_uses_the_authors_settings():
+    import make_framepack_example
+
+    wf = json.loads((ROOT / "examples" / "framepack.json").read_text())
+    assert wf == json.loads(json.dumps(make_framepack_example.framepack())), "run scripts/make_framepack_example.py"
+    (node,) = [n for n in wf["nodes"] if n["type"] == "MagCacheFramePack"]
+    assert node["widgets_values"] == ["framepack", 0.10, 0.2, 3, 0, -1]
+    (sampler,) = [n for n in wf["nodes"] if n["type"] == "FramePackSampler"]
+    assert sampler["widgets_values"][:2] == [25, False]  # the table's 25 steps, use_teacache off
 
 
 def test_the_common_template_makes_a_consistent_workflow_for_a_new_family():

@@ -53,7 +53,7 @@ def test_uninterleaved_table_serves_both_branches():
 def test_builtin_tables_load_with_their_settings():
     presets = builtin_presets()
     assert {"flux", "flux_kontext", "chroma", "wan2.1_t2v_1.3B", "hunyuan_video"} <= set(presets)
-    assert len(presets) == 21
+    assert len(presets) == 23
     assert presets["flux"].recommended == (0.24, 0.1, 5)
     assert presets["flux_kontext"].recommended == (0.05, 0.2, 4)
     assert presets["chroma"].cfg_interleaved and len(presets["chroma"].ratios) == 52
@@ -67,6 +67,8 @@ NEW_TABLES = {
     "qwen_image_50steps": (50, True, [1.0, 1.0, 1.64062, 1.64062, 1.45312], [0.55078, 0.55078]),
     "qwen_image_edit": (50, True, [1.0, 1.0, 1.41406, 1.41406, 1.09375], [0.50781, 0.50781]),
     "wan2.2_ti2v_5B_i2v": (50, True, [1.0, 1.0, 0.99512, 0.99559, 0.99559], [0.96655, 0.96616]),
+    "framepack": (25, False, [1.0, 1.26562, 1.23438], [0.94141, 0.94141, 0.78906]),
+    "framepack_f1": (25, False, [1.0, 1.25781, 1.08594], [0.9375, 0.96484, 0.78516]),
 }
 
 

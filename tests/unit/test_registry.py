@@ -95,9 +95,12 @@ def test_block_list_follows_the_spec():
 def test_every_preset_of_every_family_has_a_table_and_original_choices_stay():
     from comfyui_magcache.magcache import builtin_presets
 
-    named = [p for spec in ALL_SPECS for p in spec.presets]
+    from comfyui_magcache.model_patches.framepack import FRAMEPACK
+
+    named = [p for spec in ALL_SPECS + (FRAMEPACK,) for p in spec.presets]
     assert sorted(named) == sorted(builtin_presets())  # each table belongs to one family; no preset lacks one
-    assert set(builtin_presets()) == set(MODEL_TYPES) - {"auto", "auto_calibrate"}
+    # FramePack's tables are its own node's (the wrapper's model never reaches the MagCache node)
+    assert set(builtin_presets()) - set(FRAMEPACK.presets) == set(MODEL_TYPES) - {"auto", "auto_calibrate"}
     assert len(MODEL_TYPES) == len(set(MODEL_TYPES)) and MODEL_TYPES[-1] == "auto_calibrate"  # appended
     # the original pack's model_type combo, in its order (saved workflows store these strings); then
     # ours, new ones appended after the earlier ones

@@ -165,3 +165,25 @@ def test_a_run_covering_part_of_the_schedule_starts_fresh():
     # steps 5..9 of 10: step 5 has no residual yet, the others may skip
     assert skips(cfg, [1.0] * 10, first=5) == [6, 7, 8, 9]
     assert skips(cfg, [1.0] * 10, last=4) == [1, 2, 3, 4]
+
+
+def test_max_step_deviation_refuses_a_skip_on_an_unsteady_step_and_resets():
+    """FramePack's rule (MagCache4FramePack/magcache_demo_gradio.py:265): a skip also needs |1 - ratio[t]| <= 0.06;
+    a step whose own ratio is further from 1 takes the reset branch even with the budget unspent."""
+    from comfyui_magcache.magcache.rule import Accumulator, TableRule, decide_branch
+
+    config = MagCacheConfig(thresh=0.15, retention_ratio=0.1, K=6)
+    ratios = [1.0, 1.0, 1.01, 1.07, 1.01, 0.93, 1.0]
+    steady, plain = TableRule(max_step_deviation=0.06), TableRule()
+    got = {}
+    for name, rule in (("steady", steady), ("plain", plain)):
+        acc, got[name] = Accumulator(), []
+        for t in range(len(ratios)):
+            if decide_branch(acc, config, rule, ratios, t, len(ratios), 0, has_residual=t > 0):
+                got[name].append(t)
+    # acc_err after steps 1..4: 0, 0.01, 0.0907, 0.1822 > 0.15: step 4 computed; 5, 6: 0.07, 0.14
+    assert got["plain"] == [1, 2, 3, 5, 6]
+    assert got["steady"] == [1, 2, 4, 6]  # 3 (1.07) and 5 (0.93) deviate more than 0.06: computed, reset
+    assert TableRule.from_data({"max_step_deviation": 0.06}).max_step_deviation == 0.06
+    with pytest.raises(RuleError, match="max_step_deviation"):
+        TableRule(max_step_deviation=-1)
