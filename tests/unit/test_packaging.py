@@ -13,7 +13,9 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # a value it rejects is silently dropped from the Registry entry.
 VERSION_PART = re.compile(r"^(?:(==|>=|<=|!=|~=|>|<|<>|=)\s*)?(\d+\.\d+\.\d+(?:-[a-zA-Z0-9]+)?)?$")
 LOCALES = ("zh", "ko", "ja")
-NODES = ("MagCache", "MagCacheCalibration", "MagCacheCalibrationPlot", "CompileModel", "MagCacheCompare")
+# every node the pack defines (node_id in its node modules), so a new node without translations fails here
+NODES = tuple(sorted(m for path in ROOT.glob("nodes*.py")
+                     for m in re.findall(r'node_id="(\w+)"', path.read_text(encoding="utf-8"))))
 
 
 def test_license_file_is_the_full_apache_2_text():
