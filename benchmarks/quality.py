@@ -6,7 +6,8 @@ LazyCache and against sampling fewer steps, side by side in one run (same cases,
 
 Per model and cfg: the plain run at 30 steps (euler, simple) is the reference; MagCache uses the
 model's own calibration (one run of a case not in the benchmark) with a threshold sweep at
-retention 0.2 / K 2 and at 0.1 / 4; EasyCache (as it is, and with its input copied: see
+retention 0.2 with K 2 and 3, and at 0.1 / 4, and at the evidence rule's settings
+(magcache/evidence.py); EasyCache (as it is, and with its input copied: see
 testbed/compare.easycache) and LazyCache at their default start/end with a threshold sweep; plain
 sampling at fewer steps. Per variant: computed block calls (speed-up by compute), wall-time speed-up
 (1 thread, a shared machine: indicative only), PSNR and SSIM of the final latent (model space) to
@@ -27,19 +28,22 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
 
-MAG_THRESH = (0.03, 0.08, 0.155, 0.3, 0.6, 1.2)
-MAG_SHAPES = ((0.2, 2), (0.1, 4))  # (retention, K)
+MAG_THRESH = (0.03, 0.06, 0.1, 0.2, 0.3)  # the node accepts 0..0.3
+MAG_SHAPES = ((0.2, 2), (0.2, 3), (0.1, 4))  # (retention, K)
 EASY_THRESH = (0.05, 0.1, 0.2, 0.4)
 FEWER = (20, 15, 10, 8)
 TARGETS = (2.0, 3.0)
-COLORS = {"MagCache": (214, 39, 40), "fewer steps": (31, 119, 180), "EasyCache": (150, 150, 150),
+COLORS = {"MagCache": (214, 39, 40), "MagCache (evidence rule)": (120, 0, 0), "fewer steps": (31, 119, 180), "EasyCache": (150, 150, 150),
           "EasyCache (input copied)": (44, 160, 44), "LazyCache": (148, 103, 189)}
 
 
 def variants(handle):
+    from comfyui_magcache.magcache.evidence import evidence_settings
     from comfyui_magcache.testbed import compare
 
-    out = [compare.plain()] + [compare.plain(n) for n in FEWER]
+    rule = compare.magcache(handle, *evidence_settings(handle.result.preset("profile"), compare.STEPS))
+    rule.method, rule.label = "MagCache (evidence rule)", "evidence rule " + rule.label.split(" ", 1)[1]
+    out = [compare.plain()] + [compare.plain(n) for n in FEWER] + [rule]
     out += [compare.magcache(handle, t, r, k) for r, k in MAG_SHAPES for t in MAG_THRESH]
     out += [compare.easycache(t) for t in EASY_THRESH]
     out += [compare.easycache(t, copied=True) for t in EASY_THRESH]
@@ -58,8 +62,18 @@ def best_at(rows, method, target):
 
 
 def summarize(rows):
-    methods = ["MagCache", "fewer steps", "EasyCache", "EasyCache (input copied)", "LazyCache"]
+    methods = ["MagCache", "MagCache (evidence rule)", "fewer steps", "EasyCache", "EasyCache (input copied)", "LazyCache"]
     return {f"{t:g}x": {m: best_at(rows, m, t) for m in methods} for t in TARGETS}
+
+
+def plot_series(rows):
+    """Per method its best settings: the points no other setting beats in both speed-up and PSNR."""
+    series = []
+    for method, color in COLORS.items():
+        pts = [(r["speedup_compute"], r["psnr"]) for r in rows if r["method"] == method]
+        front = [p for p in pts if not any(q[0] >= p[0] and q[1] > p[1] for q in pts if q != p)]
+        series.append((method, front, color))
+    return series
 
 
 def fmt(row):
@@ -121,16 +135,13 @@ def main() -> int:
                     if s["reached"] else f"{m} not reached (max {s['max_speedup']:.2f}x)"
                     for m, s in by_method.items()), flush=True)
             if cfg == cfgs[0]:
-                for method, color in COLORS.items():
-                    pts = [(r["speedup_compute"], min(r["psnr"], 80.0)) for r in rows
-                           if r["method"] in (method, "plain") and r["speedup_compute"] > 1.0 - 1e-9]
-                    pts = [p for p in pts if p[0] > 1.0] or pts
-                    series.append((method, pts, color))
+                series = plot_series(rows)
         tb = models.TESTBEDS[name]
         path = opts.plots / f"quality_{name}.png"
         save_png(path, plot_lines(series, title=f"{name} ({tb.comfy_config}), cfg {cfgs[0]:g}: PSNR of the final "
-                                               f"latent to {compare.STEPS} plain steps ({opts.samples} samples)",
-                                  xlabel="speed-up by compute (x)", ylabel="PSNR dB"))
+                                               f"latent to {compare.STEPS} plain steps ({opts.samples} samples); "
+                                               f"each method's best settings", xlabel="speed-up by compute (x)",
+                                  ylabel="PSNR dB"))
         print(f"plot: {path}", flush=True)
     report["wall_minutes"] = round((time.monotonic() - t_start) / 60, 1)
     opts.out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,10 +2,10 @@
 from the authors' published tables and settings).
 
 At their recommended settings, on their own tables at their own step counts, the authors' presets
-skip a fraction of the steps (published_skip_fractions()); the median of those fractions is the
-speed the authors chose to recommend. For a self-calibrated profile the pack keeps the shape most
-of their settings use (retention 0.2, K 2) and takes the smallest threshold that skips at least
-that median fraction of the steps on the profile itself (evidence_thresh())."""
+skip a fraction of the steps (published_skip_fractions()); the median of those fractions (0.5) is
+the speed the authors chose to recommend. For a self-calibrated profile the pack takes the median
+retention (0.2) and the median K (3) of the published settings, and the smallest threshold that
+skips at least that median fraction of the steps on the profile itself (evidence_thresh())."""
 from __future__ import annotations
 
 from statistics import median
@@ -15,8 +15,7 @@ from .config import MagCacheConfig
 from .presets import COND, UNCOND, Preset, builtin_presets
 from .rule import predict_skips
 
-RETENTION, K = 0.2, 2  # the most common shape of the published settings (see published_settings())
-GRID = tuple(round(0.005 * i, 3) for i in range(1, 201))  # thresholds tried: 0.005 .. 1.0
+GRID = tuple(round(0.005 * i, 3) for i in range(1, 61))  # thresholds tried: 0.005 .. 0.3 (the node's range)
 
 
 def _branches(preset: Preset):
@@ -46,17 +45,25 @@ def published_skip_fractions() -> dict[str, float]:
     return out
 
 
+def median_shape() -> tuple[float, int]:
+    """(retention, K): the medians of the published settings' (0.2, 3)."""
+    settings = published_settings().values()
+    return median(s[1] for s in settings), int(median(s[2] for s in settings))
+
+
 def target_fraction() -> float:
     """The median skip fraction of the published settings."""
     return median(published_skip_fractions().values())
 
 
 def evidence_thresh(preset: Preset, steps: Optional[int] = None, fraction: Optional[float] = None,
-                    retention: float = RETENTION, k: int = K) -> float:
+                    retention: Optional[float] = None, k: Optional[int] = None) -> float:
     """The smallest threshold of GRID that skips at least `fraction` (default: target_fraction())
     of the steps on `preset` (a self-calibrated profile) at `steps`; if none does, the smallest
     that skips the most."""
     fraction = target_fraction() if fraction is None else fraction
+    if retention is None or k is None:
+        retention, k = median_shape()
     best, best_frac = GRID[-1], -1.0
     for t in GRID:
         f = skip_fraction(preset, MagCacheConfig(thresh=t, retention_ratio=retention, K=k), steps)
@@ -68,4 +75,6 @@ def evidence_thresh(preset: Preset, steps: Optional[int] = None, fraction: Optio
 
 
 def evidence_settings(preset: Preset, steps: Optional[int] = None) -> tuple[float, float, int]:
-    return evidence_thresh(preset, steps), RETENTION, K
+    """(thresh, retention, K) by the rule for a self-calibrated profile."""
+    retention, k = median_shape()
+    return evidence_thresh(preset, steps, retention=retention, k=k), retention, k

@@ -1,12 +1,14 @@
-"""Demo: a mid-size real ComfyUI Flux (random weights) sampled with and without MagCache on this
-machine's CPU, through comfy.sample. Prints skipped steps, wall-time ratio and output difference.
+"""Demo: what MagCache does to a picture. A tiny diffusion transformer of ComfyUI's own HunyuanVideo
+class, trained here to draw coloured shapes per class (testbed/), sampled through ComfyUI on this
+machine's CPU: the plain run, MagCache, core EasyCache (as it is, and with its input copied) and
+fewer steps at the same compute, side by side in one PNG, each labelled with its speed-up by
+compute and its PSNR to the plain run.
 
-    COMFYUI_PATH=/path/to/ComfyUI python scripts/demo.py [--steps 28] [--repeats 2]
+    COMFYUI_PATH=/path/to/ComfyUI python scripts/demo.py [--out artifacts/demo.png] [--steps 30]
 """
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -16,61 +18,90 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
-from harness import COMFYUI, capture_log, flux_conds, load_pack, sample, setup_comfy, tiny_flux  # noqa: E402
+from harness import COMFYUI, setup_comfy  # noqa: E402
 
-MID_FLUX = dict(hidden_size=512, num_heads=8, axes_dim=[16, 24, 24], depth=4, depth_single_blocks=8,
-                context_in_dim=512, vec_in_dim=256)
+MODEL = "hunyuan_image"
+CLASSES = (0, 1, 2, 3)  # one row each (seed = row)
+CFG = 2.0
+EASYCACHE = 0.1  # ours: the EasyCache threshold nearest 2x by compute on this model at cfg 2 (benchmarks/quality.py)
+TILE = 8  # latent pixel -> TILE x TILE screen pixels
+
+
+def picture(columns, out: Path):
+    """columns: [(title, subtitle, [latent per row], [checker verdict per row])] -> one PNG."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from comfyui_magcache.testbed import data
+
+    n = columns[0][2][0].shape[-1] * TILE
+    pad, head = 12, 44
+    img = Image.new("RGB", (pad + len(columns) * (n + pad), head + len(columns[0][2]) * (n + pad) + 20), "white")
+    d = ImageDraw.Draw(img)
+    for j, (title, sub, latents, verdicts) in enumerate(columns):
+        x = pad + j * (n + pad)
+        d.text((x, 6), title, fill=(0, 0, 0))
+        d.text((x, 22), sub, fill=(60, 60, 60))
+        for i, (lat, ok) in enumerate(zip(latents, verdicts)):
+            rgb = data.to_rgb(lat[0, :, 0])  # [3, H, W]
+            tile = (rgb.permute(1, 2, 0).numpy() * 255).astype(np.uint8).repeat(TILE, 0).repeat(TILE, 1)
+            y = head + i * (n + pad)
+            img.paste(Image.fromarray(tile), (x, y))
+            d.ellipse((x + n - 12, y + 4, x + n - 4, y + 12), fill=(40, 180, 60) if ok else (220, 40, 40))
+    d.text((pad, img.height - 16), "dot: the testbed's checker accepts (green) or rejects (red) the sample; "
+                                   "PSNR on the final latent against the plain run", fill=(60, 60, 60))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img.save(out)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=28, help="sampling steps (Flux preset: 28)")
-    ap.add_argument("--size", type=int, default=64, help="latent height/width (64 -> 1024 image tokens)")
-    ap.add_argument("--repeats", type=int, default=2, help="timed runs per variant, interleaved A B A B")
-    ap.add_argument("--thresh", type=float, default=0.24)
-    ap.add_argument("--retention", type=float, default=0.1)
-    ap.add_argument("--K", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=ROOT / "artifacts" / "demo.png")
+    ap.add_argument("--steps", type=int, default=30, help="steps of the plain run")
     opts = ap.parse_args()
     if COMFYUI is None:
-        print("No ComfyUI found: set COMFYUI_PATH to a ComfyUI (v0.8.0) checkout.", file=sys.stderr)
+        print("No ComfyUI found: set COMFYUI_PATH to a ComfyUI checkout.", file=sys.stderr)
         return 2
+    t0 = time.monotonic()
     setup_comfy(COMFYUI, sdpa=True)
-    load_pack()
-    import comfyui_magcache.nodes as nodes
-
-    messages = capture_log()
-
     torch.set_num_threads(os.cpu_count() or 1)
-    model = tiny_flux(seed=0, **MID_FLUX)
-    params = sum(p.numel() for p in model.model.diffusion_model.parameters())
-    cached = nodes.MagCache.execute(model, "auto", opts.thresh, opts.retention, opts.K, 0, -1).result[0]
-    pos, neg = flux_conds(seed=0, tokens=64, dim=512, pooled=256)
-    shape = (1, 16, opts.size, opts.size)
-    run = lambda m: sample(m, pos, neg, seed=42, steps=opts.steps, cfg=1.0, latent_shape=shape)  # noqa: E731
+    import comfyui_version
 
-    print(f"ComfyUI: {COMFYUI}\nmodel: comfy.ldm.flux.model.Flux, {params / 1e6:.0f}M params, hidden 512, "
-          f"4 double + 8 single blocks, {(opts.size // 2) ** 2} image tokens, fp32, "
-          f"{torch.get_num_threads()} CPU threads, euler {opts.steps} steps, cfg 1")
-    print(f"MagCache: model_type auto, thresh {opts.thresh}, retention {opts.retention}, K {opts.K}")
-    with torch.inference_mode():
-        run(model), run(cached)  # warm-up
-        times = {"plain": [], "magcache": []}
-        outs = {}
-        for _ in range(opts.repeats):
-            for name, m in (("plain", model), ("magcache", cached)):
-                t = time.perf_counter()
-                outs[name] = run(m)
-                times[name].append(time.perf_counter() - t)
-    plain, fast = min(times["plain"]), min(times["magcache"])
-    a, b = outs["plain"].double(), outs["magcache"].double()
-    rel = float((a - b).norm() / a.norm())
-    mse = float(((a - b) ** 2).mean())
-    psnr = 10 * math.log10(float(a.max() - a.min()) ** 2 / mse) if mse > 0 else math.inf
-    print(next(m for m in reversed(messages) if m.startswith("MagCache: skipped")))
-    print(f"wall time: plain {plain:.2f} s, MagCache {fast:.2f} s -> speed-up {plain / fast:.2f}x "
-          f"(best of {opts.repeats}, interleaved)")
-    print(f"output difference (final latent, random weights: a sanity figure, not quality): "
-          f"relative L2 {rel:.4f}, PSNR {psnr:.1f} dB")
+    from comfyui_magcache.magcache.evidence import evidence_settings
+    from comfyui_magcache.testbed import compare, models
+
+    compare.STEPS = opts.steps
+    patcher = models.load(MODEL)
+    tb = models.TESTBEDS[MODEL]
+    params = sum(p.numel() for p in patcher.model.diffusion_model.parameters())
+    print(f"ComfyUI {comfyui_version.__version__}: {tb.comfy_config} trained testbed ({params / 1e6:.1f}M params, "
+          f"{tb.checkpoint.relative_to(ROOT)}), euler {opts.steps} steps, cfg {CFG:g}, "
+          f"{len(CLASSES)} samples, {torch.get_num_threads()} CPU threads")
+    handle = compare.calibrate(MODEL, patcher, CFG, steps=opts.steps)
+    thresh, retention, K = evidence_settings(handle.result.preset("demo"), opts.steps)
+    print(f"MagCache: calibrated on one run of another seed; settings by the pack's evidence rule: "
+          f"thresh {thresh:g}, retention {retention:g}, K {K}")
+    cases = [(c, i) for i, c in enumerate(CLASSES)]
+    variants = [compare.plain(opts.steps), compare.magcache(handle, thresh, retention, K),
+                compare.easycache(EASYCACHE), compare.easycache(EASYCACHE, copied=True),
+                compare.plain(opts.steps // 2)]
+    titles = ["plain", "MagCache", "EasyCache (core, as is)", "EasyCache, input copied", "fewer steps"]
+    columns, reference = [], None
+    for title, v in zip(titles, variants):
+        res = compare.run(MODEL, patcher, v, cases, CFG)
+        reference = reference or res
+        row = res.row(reference, CFG)
+        verdicts = [models.check(MODEL, o, c) for o, (c, _) in zip(res.outputs, cases)]
+        if reference is res:
+            sub = f"{opts.steps} steps, reference"
+        else:
+            sub = f"{row['speedup_compute']:.2f}x compute, {row['psnr']:.1f} dB"
+        columns.append((f"{title}: {v.label}" if title != "plain" else f"plain {opts.steps} steps", sub,
+                        res.outputs, verdicts))
+        print(f"{title:26s} {v.label:30s} {row['speedup_compute']:.2f}x compute, {row['speedup_wall']:.2f}x wall, "
+              f"PSNR {row['psnr']:.1f} dB, SSIM {row['ssim']:.3f}, checker {row['correct']}/{row['samples']}")
+    picture(columns, opts.out)
+    print(f"picture: {opts.out}  ({time.monotonic() - t0:.0f} s)")
     return 0
 
 

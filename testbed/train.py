@@ -85,6 +85,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, help="optimizer steps (default: the testbed's)")
     ap.add_argument("--out", type=Path, help="checkpoint path (default: testbed/checkpoints/<name>.safetensors)")
     ap.add_argument("--eval", type=int, default=16, help="samples checked at the end (0: none)")
+    ap.add_argument("--resume", type=Path, help="continue from this checkpoint (its weights; a new schedule)")
     opts = ap.parse_args()
     if COMFYUI is None:
         print("set COMFYUI_PATH to a ComfyUI source tree", file=sys.stderr)
@@ -99,6 +100,10 @@ def main() -> int:
     out = opts.out or tb.checkpoint
     model = models.build(opts.name)
     dm = model.diffusion_model
+    if opts.resume:
+        import safetensors.torch
+
+        dm.load_state_dict({k: v.float() for k, v in safetensors.torch.load_file(str(opts.resume)).items()})
     dm.train()
     params = [p for p in dm.parameters()]
     n_params = sum(p.numel() for p in params)

@@ -36,6 +36,7 @@ def test_published_settings_skip_half_the_steps_at_the_median():
     fractions = evidence.published_skip_fractions()
     assert len(fractions) == len(evidence.published_settings()) >= 21
     assert evidence.target_fraction() == 0.5
+    assert evidence.median_shape() == (0.2, 3)
     assert fractions["flux"] == pytest.approx(19 / 28)  # 0.24 / 0.1 / 5 skips 19 of 28 (the pack's README)
 
 
@@ -44,7 +45,7 @@ def test_evidence_thresh_is_the_smallest_that_skips_the_target_fraction():
     ratios = tuple([1.0] + [0.99] * 20 + [0.97, 0.95, 0.93, 0.9, 0.87, 0.84, 0.8, 0.75, 0.7])
     profile = Preset(name="p", steps=30, cfg_interleaved=False, ratios=ratios)
     t = evidence.evidence_thresh(profile, 30)
-    config = lambda th: MagCacheConfig(thresh=th, retention_ratio=0.2, K=2)  # noqa: E731
+    config = lambda th: MagCacheConfig(thresh=th, retention_ratio=0.2, K=3)  # noqa: E731
     assert evidence.skip_fraction(profile, config(t)) >= 0.5
     assert evidence.skip_fraction(profile, config(round(t - 0.005, 3))) < 0.5
-    assert evidence.evidence_settings(profile, 30) == (t, 0.2, 2)
+    assert evidence.evidence_settings(profile, 30) == (t, 0.2, 3)

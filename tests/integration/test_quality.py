@@ -1,0 +1,46 @@
+"""Quality regression on the trained testbeds (testbed/): the plain model is right, and MagCache at
+its recommended settings (the evidence rule on the model's own calibration) stays within a PSNR
+floor of the plain run with every sample still right. A change that costs quality fails here.
+
+Floors are ours, set from benchmarks/quality.py (README, "Quality") with a margin: on one machine the
+outputs are deterministic, the margin covers other CPUs and torch builds. 1 torch thread, a few
+samples: about a minute per model on 2 cores."""
+import pytest
+import torch
+from comfyui_magcache.testbed import compare, models
+
+SAMPLES = 8
+CFG = 2.0
+# ours: the benchmark measured (cfg 2, 30 steps) minus a margin
+FLOOR_DB = {"hunyuan_image": 38.0}  # measured 41.5 dB at 2.00x (README, Quality)
+
+
+@pytest.fixture(scope="module", params=models.TRAINED)
+def testbed(request, comfy):
+    torch.set_num_threads(1)
+    name = request.param
+    patcher = models.load(name)
+    plain = compare.run(name, patcher, compare.plain(), models.cases(SAMPLES), CFG)
+    return name, patcher, plain
+
+
+def test_the_image_testbed_is_trained():
+    assert "hunyuan_image" in models.TRAINED and set(models.TRAINED) <= set(FLOOR_DB)
+
+
+def test_the_plain_model_is_right(testbed):
+    name, _, plain = testbed
+    assert plain.correct >= 0.9 * SAMPLES, f"{name}: the checker accepts {plain.correct}/{SAMPLES} plain samples"
+
+
+def test_magcache_at_recommended_settings_keeps_quality(testbed):
+    from comfyui_magcache.magcache.evidence import evidence_settings
+
+    name, patcher, plain = testbed
+    handle = compare.calibrate(name, patcher, CFG)
+    settings = evidence_settings(handle.result.preset("test"), compare.STEPS)
+    res = compare.run(name, patcher, compare.magcache(handle, *settings), models.cases(SAMPLES), CFG)
+    row = res.row(plain, CFG)
+    assert row["speedup_compute"] >= 1.9, row  # the rule skips about half the steps
+    assert row["psnr"] >= FLOOR_DB[name], row
+    assert res.correct == plain.correct, row
