@@ -7,4 +7,4 @@ try:
 except ImportError:
     pass
 else:
-    from .nodes import comfy_entrypoint  # noqa: F401
+    from .extension import comfy_entrypoint  # noqa: F401

@@ -6,7 +6,7 @@ import os
 
 import folder_paths
 import torch
-from comfy_api.latest import ComfyExtension, io
+from comfy_api.latest import io
 
 from .magcache import MagCacheConfig, get_preset, list_profiles, load_profile
 from .magcache.config import END_STEP_RANGE, K_RANGE, RETENTION_RANGE, START_STEP_RANGE, THRESH_RANGE
@@ -18,7 +18,6 @@ from .model_patches import (
     AUTO_CALIBRATE,
     MODEL_TYPES,
     UnsupportedModel,
-    available_specs,
     engine,
     node_text,
     resolve,
@@ -28,6 +27,7 @@ from .model_patches.calibrate import profile_writer
 from .model_patches.compile import BACKENDS, MODES, apply_compile, compile_kwargs
 from .model_patches.handle import CalibrationHandle, unwrap
 from .model_patches.selfcal import SelfCalibration
+from .nodes_compare import MagCacheCompare  # noqa: F401  (the pack's nodes, in one module for tests and tools)
 
 log = logging.getLogger("MagCache")
 
@@ -281,17 +281,3 @@ class CompileModel(io.ComfyNode):
         spec = family_of(model)
         prefix = "diffusion_model._orig_mod" if outer is not unwrap(outer) else "diffusion_model"
         return io.NodeOutput(apply_compile(model, spec, unwrap(outer), kwargs, prefix))
-
-
-class MagCacheExtension(ComfyExtension):
-    async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        available_specs()  # logs, once, any family whose model class this ComfyUI lacks
-        from .nodes_framepack import FRAMEPACK_NODES
-        from .nodes_raylight import raylight_nodes  # RayMagCache, only where raylight is installed
-
-        return [MagCache, MagCacheCalibration, MagCacheCalibrationPlot, CompileModel, *FRAMEPACK_NODES,
-                *raylight_nodes()]
-
-
-async def comfy_entrypoint() -> MagCacheExtension:
-    return MagCacheExtension()

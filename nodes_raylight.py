@@ -54,10 +54,13 @@ def in_actor(model, package: str, pack_dir: str, settings: tuple):
 
 
 def actor_function(*settings):
-    """The function each actor applies to its patcher, picklable by value (cloudpickle, as Ray sends it)."""
-    import cloudpickle
-
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    """The function each actor applies to its patcher, pickled by value: Ray pickles with its own copy of
+    cloudpickle (ray.cloudpickle), so this module is registered with it, and with cloudpickle if installed."""
+    for name in ("ray.cloudpickle", "cloudpickle"):
+        try:
+            importlib.import_module(name).register_pickle_by_value(sys.modules[__name__])
+        except ImportError:
+            pass
     return functools.partial(in_actor, package=__package__, pack_dir=PACK_DIR, settings=settings)
 
 

@@ -53,7 +53,9 @@ class Preset:
     ratios holds one value per model call; with cfg_interleaved the cond and uncond values
     alternate (cond first), two per step. rule: how the authors' script for this table applies
     the skip rule (None: the family's default, for calibration profiles). source: where the
-    table comes from; recommended_source: where its recommended settings come from."""
+    table comes from; recommended_source: where its recommended settings come from.
+    switch: (above_steps, name): a run of more than above_steps steps that chose this table by
+    name reads table `name` instead (see chosen); switch_source: where that rule comes from."""
 
     name: str
     steps: int
@@ -64,6 +66,8 @@ class Preset:
     source: str = ""
     recommended_source: str = ""
     recommended_end_step: int = -1  # end_step that goes with the recommended settings
+    switch: Optional[tuple[int, str]] = None
+    switch_source: str = ""
 
     def __post_init__(self):
         where = f"ratio table '{self.name}'"
@@ -84,6 +88,15 @@ class Preset:
             return self.ratios
         return self.ratios[1::2] if branch == UNCOND else self.ratios[0::2]
 
+    def chosen(self, steps: int) -> "Preset":
+        """The table a `steps`-step run reads when this one was chosen by name: itself, or the table
+        its switch names above a step count (the original pack's hunyuan_video1.5 reads its
+        40-step table above 20 steps). 'auto' picks among a family's tables by its own rule and
+        does not go through this."""
+        if self.switch is not None and steps > self.switch[0]:
+            return get_preset(self.switch[1])
+        return self
+
     def tables(self, steps: int) -> StepTables:
         """Per-branch ratios interpolated to `steps`: {COND: (...), UNCOND: (...)}, with the rule."""
         return StepTables({b: interpolate(self.branch(b), steps) for b in (COND, UNCOND)}, self.name, self.rule)
@@ -99,12 +112,20 @@ def builtin_presets() -> dict[str, Preset]:
     for name, entry in data["models"].items():
         setting = settings.get(name) or {}
         rec = setting.get("recommended")
+        switch = entry.get("switch")
         out[name] = Preset(name=name, steps=int(entry["steps"]), cfg_interleaved=bool(entry["cfg_interleaved"]),
                            ratios=tuple(float(v) for v in entry["ratios"]),
                            recommended=(float(rec[0]), float(rec[1]), int(rec[2])) if rec else None,
                            rule=TableRule.from_data(entry.get("rule")), source=entry.get("source", ""),
                            recommended_source=setting.get("source", ""),
-                           recommended_end_step=int(setting.get("end_step", -1)))
+                           recommended_end_step=int(setting.get("end_step", -1)),
+                           switch=(int(switch["above_steps"]), str(switch["to"])) if switch else None,
+                           switch_source=(switch or {}).get("source", ""))
+    for preset in out.values():
+        if preset.switch is not None and (preset.switch[1] not in out or out[preset.switch[1]].switch is not None
+                                          or out[preset.switch[1]].cfg_interleaved != preset.cfg_interleaved):
+            raise PresetError(f"ratio table '{preset.name}': its switch names {show(preset.switch[1])}, which must be "
+                              "a table of the same layout without a switch of its own")
     return out
 
 

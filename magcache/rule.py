@@ -2,8 +2,8 @@
 held as data (TableRule, one per ratio table), and a reference predictor.
 
 Per branch (cond or uncond), on each step:
-- a step the retention (or start_step/end_step) keeps is computed and leaves the accumulators
-  untouched, as in the authors' code;
+- a step the retention (or start_step/end_step, or the table's kept step) keeps is computed and
+  leaves the accumulators untouched, as in the authors' code;
 - otherwise: acc_ratio *= ratio[t]; acc_steps += 1; acc_err += |1 - acc_ratio|, and the step is
   skipped if acc_err <= thresh (or < thresh: the comparison is the table's) and acc_steps <= K and
   the step is not the table's forced step (and, where the table says so, |1 - ratio[t]| is within its
@@ -41,6 +41,10 @@ class TableRule:
     forced_step: (step, of): the step t with round(t*(of-1)/(N-1)) == step is never skipped; it
         takes the reset branch (Flux, Flux-Kontext: step 11 of 28). N = 1 has no forced step
         (the authors' formula divides by zero there; the only step has no residual anyway).
+    kept_step: (step, of): the steps t that read entry `step` of the `of`-entry table,
+        round(t*(of-1)/(N-1)) == step (every such step; none for some N), are computed and leave
+        the accumulators untouched, like a retained step (the original pack's 20-step Kontext
+        table: `cur_step not in [11]`). N = 1 has none (the original divides by zero there).
     experts: Wan2.2 A14B's per-expert retention when the run is one expert's part of the
         schedule (split = the first low-noise step S), in calls (c, 2N, 2S as above):
         "t2v": keep c < int(2S*R) and 2S <= c <= (2N-2S)*R + 2S;
@@ -55,6 +59,7 @@ class TableRule:
     compare: str = "<="
     retention: str = "steps"
     forced_step: Optional[tuple[int, int]] = None
+    kept_step: Optional[tuple[int, int]] = None
     experts: Optional[str] = None
     max_step_deviation: Optional[float] = None
     source: str = ""
@@ -66,10 +71,12 @@ class TableRule:
             raise RuleError(f"rule retention must be one of {RETENTIONS}, got {self.retention!r}")
         if self.experts is not None and (self.experts not in EXPERTS or self.retention != "calls"):
             raise RuleError(f"rule experts must be one of {EXPERTS} with retention 'calls', got {self.experts!r}")
-        if self.forced_step is not None:
-            step, of = self.forced_step
+        for key, value in (("forced_compute_step", self.forced_step), ("kept_compute_step", self.kept_step)):
+            if value is None:
+                continue
+            step, of = value
             if not (isinstance(step, int) and isinstance(of, int) and of >= 2 and 0 <= step < of):
-                raise RuleError(f"forced_compute_step must be 0 <= step < of, of >= 2; got {self.forced_step!r}")
+                raise RuleError(f"{key} must be 0 <= step < of, of >= 2; got {value!r}")
         dev = self.max_step_deviation
         if dev is not None and (isinstance(dev, bool) or not isinstance(dev, (int, float)) or not 0 <= dev < 1e9):
             raise RuleError(f"max_step_deviation must be a number >= 0, got {dev!r}")
@@ -83,18 +90,20 @@ class TableRule:
     def from_data(cls, data: Optional[Mapping]) -> "TableRule":
         if not data:
             return cls()
-        forced = data.get("forced_compute_step")
+        forced, kept = data.get("forced_compute_step"), data.get("kept_compute_step")
         return cls(compare=data.get("compare", "<="), retention=data.get("retention", "steps"),
                    forced_step=(forced["step"], forced["of"]) if forced else None,
+                   kept_step=(kept["step"], kept["of"]) if kept else None,
                    experts=data.get("experts"), max_step_deviation=data.get("max_step_deviation"),
                    source=data.get("source", ""))
 
     def forced(self, step: int, steps: int) -> bool:
         """Is `step` of a `steps`-step run the table's forced compute step?"""
-        if self.forced_step is None or steps < 2:
-            return False
-        target, of = self.forced_step
-        return round(step * ((of - 1) / (steps - 1))) == target
+        return _maps_to(self.forced_step, step, steps)
+
+    def kept(self, step: int, steps: int) -> bool:
+        """Is `step` of a `steps`-step run the table's kept step (computed, accumulators untouched)?"""
+        return _maps_to(self.kept_step, step, steps)
 
     def steady(self, ratio: float) -> bool:
         """Does this step's own ratio allow a skip (max_step_deviation)?"""
@@ -116,6 +125,14 @@ class TableRule:
         if self.experts == "i2v":
             return call < int(s + (calls - s) * R)
         return call < int(s * R) or (s <= call <= (calls - s) * R + s)
+
+
+def _maps_to(target: Optional[tuple[int, int]], step: int, steps: int) -> bool:
+    """Does `step` of a `steps`-step run read entry target[0] of a target[1]-entry table (nearest)?"""
+    if target is None or steps < 2:
+        return False
+    entry, of = target
+    return round(step * ((of - 1) / (steps - 1))) == entry
 
 
 @dataclass
@@ -146,10 +163,12 @@ class Accumulator:
 
 def eligible(config: MagCacheConfig, step: int, steps: int, round_half_up: bool = False,
              rule: Optional[TableRule] = None, branch: int = COND, split: Optional[int] = None) -> bool:
-    """May `step` be skipped at all: past the retention boundary and inside start/end_step."""
+    """May `step` be skipped at all: past the retention boundary, inside start/end_step and not the
+    table's kept step."""
     rule = rule if rule is not None else TableRule.default(round_half_up)
     first, last = config.window(steps)
-    return first <= step <= last and not rule.retained(config, step, steps, branch, split)
+    return (first <= step <= last and not rule.retained(config, step, steps, branch, split)
+            and not rule.kept(step, steps))
 
 
 def split_of(first: int, last: int, steps: int) -> Optional[int]:

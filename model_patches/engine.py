@@ -116,7 +116,12 @@ class Run:
             self.state.disable(reason)
 
     def tables(self, preset, steps: int):
+        """The call's table for `steps` steps. A table the node named follows its declared switch
+        (Preset.chosen: hunyuan_video1.5 above 20 steps, as the original pack); the run report names
+        the table read. 'auto' (self.preset None) has picked its table already."""
         table = preset if isinstance(preset, Preset) else get_preset(preset)
+        if self.preset is not None:
+            table = table.chosen(steps)
         key = (table.name, table.ratios if isinstance(preset, Preset) else None, steps)
         if key not in self._tables:
             self._tables[key] = table.tables(steps)

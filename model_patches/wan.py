@@ -80,5 +80,6 @@ SPEC = FamilySpec(
         fixture("wan22_5b", "WAN22_T2V", dict(TINY, in_dim=48, out_dim=48), (1, 48, 3, 16, 16), "wan2.2_ti2v_5B"),
     ),
     examples=(Example("wan2.1_t2v.json", "wan21_t2v", run="wan_t2v"), Example("wan2.1_i2v.json", "wan21_i2v"),
+              Example("wan2.1_t2v_compare.json", "wan21_t2v_compare", run="wan_t2v"),
               Example("wan2.2_t2v_a14b.json", "wan22_t2v_a14b")),
 )

@@ -219,6 +219,37 @@ def wan21_t2v() -> dict:
     ])
 
 
+def wan21_t2v_compare() -> dict:
+    """Wan2.1 T2V sampled twice from one seed, with and without MagCache, and compared (MagCache Compare).
+    Seed 7, not wan2.1_t2v.json's 42: the server test runs both, and ComfyUI would serve the identical
+    MagCache sampler from its cache."""
+    note = ("MagCache Compare: the same seed sampled twice, with MagCache (top sampler) and without it (bottom "
+            "sampler, straight from the model); MagCache Compare shows PSNR and SSIM of the MagCache video against "
+            "the plain one (per frame and their mean) on the node and in the log, and previews |a - b| x 10. "
+            "Higher PSNR / SSIM is closer; tune magcache_thresh and magcache_K by them. Files as in wan2.1_t2v.json: "
+            "models/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors, "
+            "models/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors, models/vae/wan_2.1_vae.safetensors.")
+    return workflow([
+        (1, "UNETLoader", ["wan2.1_t2v_1.3B_fp16.safetensors", "default"], {}),
+        (2, "ModelSamplingSD3", [8.0], {"model": (1, 0)}),
+        (3, "MagCache", ["wan2.1_t2v_1.3B", 0.12, 0.2, 4, 0, -1], {"model": (2, 0)}),
+        (4, "CLIPLoader", UMT5, {}),
+        (5, "CLIPTextEncode", ["a fox running through a snowy forest, cinematic"], {"clip": (4, 0)}),
+        (6, "CLIPTextEncode", [WAN_NEG], {"clip": (4, 0)}),
+        (7, "EmptyHunyuanLatentVideo", [832, 480, 33, 1], {}),
+        (8, "KSampler", [7, "fixed", 50, 6.0, "uni_pc", "simple", 1.0],
+         {"model": (3, 0), "positive": (5, 0), "negative": (6, 0), "latent_image": (7, 0)}),
+        (9, "KSampler", [7, "fixed", 50, 6.0, "uni_pc", "simple", 1.0],
+         {"model": (2, 0), "positive": (5, 0), "negative": (6, 0), "latent_image": (7, 0)}),
+        (10, "VAELoader", ["wan_2.1_vae.safetensors"], {}),
+        (11, "VAEDecode", [], {"samples": (8, 0), "vae": (10, 0)}),
+        (12, "VAEDecode", [], {"samples": (9, 0), "vae": (10, 0)}),
+        (13, "MagCacheCompare", [10.0], {"reference": (12, 0), "test": (11, 0)}),
+        (14, "SaveAnimatedWEBP", ["MagCache_wan2.1_t2v", 16.0, False, 90, "default"], {"images": (11, 0)}),
+        (15, "Note", [note], {}),
+    ])
+
+
 def wan21_i2v() -> dict:
     return workflow([
         (1, "UNETLoader", ["wan2.1_i2v_480p_14B_fp16.safetensors", "default"], {}),
@@ -421,8 +452,8 @@ def ltx2_t2v(ckpt: str, text_encoder: str, model_type: str, settings: tuple, ste
     ])
 
 
-TEMPLATES = {f.__name__: f for f in (flux, flux_kontext, chroma, hunyuanvideo, wan21_t2v, wan21_i2v, wan21_vace,
-                                     wan22_t2v_a14b, qwen_image, qwen_image_edit, calibration, chroma_calibration,
+TEMPLATES = {f.__name__: f for f in (flux, flux_kontext, chroma, hunyuanvideo, wan21_t2v, wan21_t2v_compare, wan21_i2v,
+                                     wan21_vace, wan22_t2v_a14b, qwen_image, qwen_image_edit, calibration, chroma_calibration,
                                      flux_kontext_calibration, text_to_image, ltx2_t2v)}
 
 

@@ -67,11 +67,15 @@ TYPES = {
     "LTXVAudioVAEDecode": ([("samples", "LATENT"), ("audio_vae", "VAE")], [("Audio", "AUDIO")]),
     "SaveWEBM": ([("images", "IMAGE")], []),
     "SaveAudio": ([("audio", "AUDIO")], []),
+    "MagCacheCompare": ([("reference", "IMAGE"), ("test", "IMAGE")],
+                        [("difference", "IMAGE"), ("psnr", "FLOAT"), ("ssim", "FLOAT")]),
     "Note": ([], []),
 }
 
 
 WIDGET_SOCKETS = {("TrimVideoLatent", "trim_amount")}
+# Node sizes other than [320, 130]: a Note's text; MagCache Compare's figures and difference preview.
+SIZES = {"Note": [420, 200], "MagCacheCompare": [420, 560]}
 
 
 def workflow(nodes: list[tuple], types: dict = TYPES) -> dict:
@@ -94,15 +98,16 @@ def workflow(nodes: list[tuple], types: dict = TYPES) -> dict:
             in_type = dict(TYPES[ntype][0])[name]
             links.append([link_id, src, slot, nid, [n for n, _ in TYPES[ntype][0]].index(name), in_type])
             out_links.setdefault((src, slot), []).append(link_id)
-    rows: dict[int, int] = {}
+    tops: dict[int, int] = {}  # per column: where its next node goes
     for order, (nid, ntype, widgets, ins) in enumerate(sorted(nodes, key=lambda n: level(n[0]))):
         col = level(nid)
-        row = rows.get(col, 0)
-        rows[col] = row + 1
+        top = tops.get(col, 60)
+        size = SIZES.get(ntype, [320, 130])
+        tops[col] = top + max(260, size[1] + 60)
         link_of = {l[3:5][1]: l[0] for l in links if l[3] == nid}
         node = {
-            "id": nid, "type": ntype, "pos": [60 + 360 * col, 60 + 260 * row],
-            "size": [420, 200] if ntype == "Note" else [320, 130], "flags": {}, "order": order, "mode": 0,
+            "id": nid, "type": ntype, "pos": [60 + 360 * col, top],
+            "size": size, "flags": {}, "order": order, "mode": 0,
             "inputs": [dict({"name": n, "type": t, "link": link_of.get(k)},
                             **({"widget": {"name": n}} if (ntype, n) in WIDGET_SOCKETS else {}))
                        for k, (n, t) in enumerate(TYPES[ntype][0])],

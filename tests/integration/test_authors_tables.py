@@ -89,3 +89,38 @@ def test_wan22_ti2v_image_to_video_reads_its_own_table(comfy, caplog):
                    noise_mask=noise_mask)
         assert table_lines(caplog) == [table]
         assert {b: skipped(calls, b) for b in (COND, UNCOND)} == expected(table, 12, settings)
+
+
+def test_kontext_named_at_20_steps_keeps_the_original_packs_step_11(comfy, caplog):
+    """model_type flux_kontext (the original pack's 20-step table) follows the original's loop: table
+    step 11 is computed without touching the accumulators, acc_err < thresh, retention int(N*R)."""
+    model = tiny_flux()
+    ref = torch.randn(1, 16, 16, 16, generator=torch.Generator().manual_seed(7))
+    pos, neg = flux_conds(ref_latents={"positive": [ref], "negative": [ref]})
+    settings = get_preset("flux_kontext").recommended
+    with caplog.at_level(logging.INFO, logger="MagCache"), observe_flux(model.model.diffusion_model) as log:
+        sample(magcache(comfy, model, "flux_kontext", settings), pos, neg, cfg=1.0, steps=20)
+    assert table_lines(caplog) == ["flux_kontext"]
+    got = skipped_steps(log, COND)
+    assert got == expected("flux_kontext", 20, settings, (COND,))[COND] == [4, 6, 8, 9, 12, 13, 14, 15, 17, 18]
+    research = TableRule(compare="<=", retention="steps_half_up", forced_step=(11, 28))  # the 28-step script's
+    assert got != expected("flux_kontext", 20, settings, (COND,), rule=research)[COND]
+
+
+def test_hunyuan_video15_named_above_20_steps_reads_its_40_step_table(comfy, caplog):
+    """As the original pack's wrapper (nodes.py:1202-1205): model_type hunyuan_video1.5 with more than
+    20 steps reads hunyuan_video1.5_40steps; the run report (on the sampler node) names it."""
+    case = CASES["hunyuan_video1.5"]
+    shape = TINY["hunyuan_video1.5"].latent
+    settings = (0.06, 0.2, 2)
+    for steps, table in ((20, "hunyuan_video1.5"), (24, "hunyuan_video1.5_40steps")):
+        caplog.clear()
+        model = tiny_model("hunyuan_video1.5")
+        pos, neg = conds("hunyuan_video1.5")
+        with caplog.at_level(logging.INFO, logger="MagCache"), observe(case, model.model.diffusion_model) as calls:
+            sample(magcache(comfy, model, "hunyuan_video1.5", settings), pos, neg, cfg=2.0, latent_shape=shape,
+                   steps=steps)
+        assert table_lines(caplog) == [table]
+        want = expected(table, steps, settings)
+        assert want[COND] and {b: skipped(calls, b) for b in (COND, UNCOND)} == want
+    assert want != expected("hunyuan_video1.5", 24, settings)  # the 20-step table would skip otherwise

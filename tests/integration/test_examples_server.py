@@ -4,6 +4,7 @@ end through POST /prompt with tiny checkpoints and test-only conditioning and de
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -275,8 +276,12 @@ def run_end_to_end(server, object_info, name, ckpt, cond, fixture, path):
         sampler = next(k for k, v in prompt.items() if v["class_type"] == "KSampler")
         prompt[sampler]["inputs"]["seed"] += 1  # else ComfyUI serves the identical prompt from its cache
     before = server.log().count("MagCache: skipped")
-    check_run(server, name, server.run_prompt(prompt))
+    result = server.run_prompt(prompt)
+    check_run(server, name, result)
     assert server.log().count("MagCache: skipped") > before, server.log()[-2000:]
+    for k in (k for k, v in prompt.items() if v["class_type"] == "MagCacheCompare"):  # its figures, in its UI output
+        text = result["outputs"][k]["text"][0]
+        assert text.startswith("MagCache Compare: PSNR ") and text in server.log(), text
 
 
 def check_run(server, name, result):
@@ -382,7 +387,7 @@ def test_custom_node_locales_are_served(server):
     for lang, title in (("zh", "MagCache 加速"), ("ko", "MagCache 가속"), ("ja", "MagCache 高速化")):
         assert i18n[lang]["nodeDefs"]["MagCache"]["display_name"] == title
         assert set(i18n[lang]["nodeDefs"]) >= {"MagCache", "MagCacheCalibration", "MagCacheCalibrationPlot",
-                                               "CompileModel"}
+                                               "CompileModel", "MagCacheCompare"}
         assert i18n[lang]["dataTypes"]["MAGCACHE_RATIOS"]
 
 
@@ -439,6 +444,49 @@ def test_the_sampler_node_shows_the_skip_report_in_the_browser(server, object_in
     page.wait_for_function("t => document.body.innerText.includes(t)", arg=text, timeout=20_000)  # in the DOM
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "skip_report_on_sampler.png"))
+
+
+def node_text_of(page, node_id, prefix, timeout=180_000) -> str:
+    """The text the server sent to a node (progress text), once it starts with `prefix`."""
+    read = """id => {
+        const n = window.app.graph.getNodeById(id);
+        const w = (n && n.widgets || []).find(w => w.name === '$$node-text-preview');
+        return w ? String(w.value) : null;
+    }"""
+    page.wait_for_function(f"([id, p]) => ({read})(id) && ({read})(id).startsWith(p)", arg=[int(node_id), prefix],
+                           timeout=timeout)
+    return page.evaluate(read, int(node_id))
+
+
+def test_the_compare_example_shows_its_figures_on_the_node_in_the_browser(server, object_info, page):
+    """examples/wan2.1_t2v_compare.json queued from the page: the MagCache Compare node shows PSNR and SSIM
+    (per frame and mean) on itself, the same text as in its UI output and in the log."""
+    ckpt, _, cond, _, _ = RUNS["wan2.1_t2v_compare.json"]
+    wf = json.loads((ROOT / "examples" / "wan2.1_t2v_compare.json").read_text())
+    prompt = to_api(wf, object_info, ckpt, cond)
+    for v in prompt.values():
+        if v["class_type"] == "KSampler":
+            v["inputs"]["seed"] = 2468  # both samplers one seed; not the end-to-end test's (served from cache)
+    compare = next(k for k, v in prompt.items() if v["class_type"] == "MagCacheCompare")
+    page.evaluate("wf => window.app.loadGraphData(wf)", wf)
+    page.wait_for_timeout(800)
+    client_id = page.evaluate("() => (window.app.api ?? window.comfyAPI?.api?.api)?.clientId"
+                              " ?? sessionStorage.getItem('clientId')")
+    answer = server.post("/prompt", {"prompt": prompt, "client_id": client_id})
+    show_node(page, "MagCacheCompare", 0.9)
+    text = node_text_of(page, compare, "MagCache Compare: PSNR ")
+    assert " dB, SSIM " in text and "(mean of 2 frames)" in text and "|a - b| x 10" in text, text
+    assert "\nper frame PSNR: " in text and "\nper frame SSIM: " in text, text
+    deadline = time.time() + 120
+    while answer["prompt_id"] not in server.get(f"/history/{answer['prompt_id']}") and time.time() < deadline:
+        time.sleep(0.3)
+    history = server.get(f"/history/{answer['prompt_id']}")[answer["prompt_id"]]
+    assert history["outputs"][compare]["text"] == [text] and text in server.log()
+    show_node(page, "MagCacheCompare", 0.9)
+    page.wait_for_function("t => document.body.innerText.includes(t.split('\\n')[0])", arg=text, timeout=20_000)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "compare_node.png"))
+    (ARTIFACTS / "compare_node.txt").write_text(text + "\n", encoding="utf-8")
 
 
 def set_setting(server, key, value):

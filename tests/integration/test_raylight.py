@@ -152,8 +152,12 @@ def test_node_applies_magcache_in_every_actor_from_the_packs_folder(comfy, monke
     actors = {"workers": [FakeActor(tiny_model("wan_t2v")) for _ in range(2)]}
     assert nodes_raylight.RayMagCache.execute(actors, *settings).result[0] is actors
     fn = nodes_raylight.actor_function(*settings)
-    fresh = functools.partial(fn.func, **dict(fn.keywords, package="magcache_in_actor"))
-    fresh = cloudpickle.loads(cloudpickle.dumps(fresh))
+    fresh = cloudpickle.dumps(functools.partial(fn.func, **dict(fn.keywords, package="magcache_in_actor")))
+    # by value: a process where no module of this pack is importable unpickles it
+    check = "import cloudpickle, sys; f = cloudpickle.loads(sys.stdin.buffer.read()); print(f.func.__name__)"
+    seen = subprocess.run([sys.executable, "-c", check], input=fresh, capture_output=True, cwd="/", timeout=120)
+    assert seen.stdout.strip() == b"in_actor", seen.stderr[-2000:]
+    fresh = cloudpickle.loads(fresh)
     monkeypatch.delitem(sys.modules, "magcache_in_actor", raising=False)
     in_actor = fresh(tiny_model("wan_t2v"))
     assert type(in_actor.model_options["transformer_options"]["magcache"]).__module__.startswith("magcache_in_actor.")

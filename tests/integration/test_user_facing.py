@@ -213,7 +213,8 @@ def test_every_node_input_and_output_is_translated(comfy, lang):
     defs = json.loads((ROOT / "locales" / lang / "nodeDefs.json").read_text(encoding="utf-8"))
     main = json.loads((ROOT / "locales" / lang / "main.json").read_text(encoding="utf-8"))
     nodes = {n.define_schema().node_id: n for n in (comfy.MagCache, comfy.MagCacheCalibration,
-                                                      comfy.MagCacheCalibrationPlot, comfy.CompileModel)}
+                                                      comfy.MagCacheCalibrationPlot, comfy.CompileModel,
+                                                      comfy.MagCacheCompare)}
     assert sorted(defs) == sorted(nodes)
     for node_id, cls in nodes.items():
         inputs, n_outputs, schema = schema_texts(cls)
@@ -236,3 +237,34 @@ def test_profiles_are_one_shared_folder_in_multi_user_mode(comfy, user_dir, monk
     assert Path(comfy.profiles_dir()) == user_dir / "magcache"
     readme = (ROOT / "README.md").read_text()
     assert "--multi-user" in readme and "shared by all users" in readme
+
+
+def test_the_compare_node_shows_psnr_and_ssim_per_frame_and_their_mean(comfy, ui, caplog, tmp_path, monkeypatch):
+    import logging
+
+    import folder_paths
+
+    monkeypatch.setattr(folder_paths, "temp_directory", str(tmp_path))  # where the difference preview is written
+
+    g = torch.Generator().manual_seed(3)
+    ref = torch.rand(3, 16, 16, 3, generator=g)
+    test = ref.clone()
+    test[1:] = (test[1:] + 0.05 * torch.randn(2, 16, 16, 3, generator=g)).clamp(0, 1)
+    with executing("7"), caplog.at_level(logging.INFO, logger="MagCache"):
+        out = comfy.MagCacheCompare.execute(ref, test, 10.0)
+    difference, psnr, ssim = out.result
+    assert difference.shape == ref.shape and torch.equal(difference[0], torch.zeros_like(ref[0]))
+    assert torch.allclose(difference[1:], ((ref[1:] - test[1:]).abs() * 10).clamp(0, 1))
+    assert 20 < psnr < 40 and 0 < ssim < 1
+    (text, node, _), = ui
+    assert node == "7" and text.startswith(f"MagCache Compare: PSNR {psnr:.2f} dB, SSIM {ssim:.4f} (mean of 3 frames)")
+    assert "|a - b| x 10" in text and "\nper frame PSNR: inf " in text and "\nper frame SSIM: 1.0000 " in text
+    assert text in [r.getMessage() for r in caplog.records]
+    assert out.ui["text"] == (text,) and len(out.ui["images"]) == 3  # the UI output: the figures and the difference
+    assert all((tmp_path / i["subfolder"] / i["filename"]).is_file() for i in out.ui["images"])
+
+
+def test_the_compare_node_names_both_shapes_when_they_differ(comfy):
+    with pytest.raises(ValueError, match=r"^MagCache Compare: the two images differ in shape: "
+                                         r"reference \(5, 16, 16, 3\), test \(4, 16, 16, 3\)"):
+        comfy.MagCacheCompare.execute(torch.zeros(5, 16, 16, 3), torch.zeros(4, 16, 16, 3), 10.0)

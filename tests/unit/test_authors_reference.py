@@ -20,6 +20,7 @@ placed inside one schedule, against the authors' single loop over both experts."
 import numpy as np
 import pytest
 from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, RunState, builtin_presets, get_preset, predict_skips
+from comfyui_magcache.model_patches import ALL_SPECS, engine as hooks
 
 AGGRESSIVE = (0.3, 0.1, 6)  # skips a lot: exercises K, the forced step and the error budget
 
@@ -233,9 +234,61 @@ def pack_cfg_script(table, steps, thresh, retention_ratio, K, branch):
     return skipped
 
 
+def pack_flux_script(table, steps, thresh, retention_ratio, K):
+    """Zehong-Ma/ComfyUI-MagCache nodes.py: magcache_flux_forward 81-97 (`cur_step not in [11]`,
+    acc_err < thresh, no reset at that step) with the wrapper 1199-1216 (step-based retention; cur_step
+    is the table index). The original pack's rule for its own 20-step Kontext table.
+    DEVIATION: the wrapper's floor interpolation (int(t*(L-1)/(N-1))) is replaced by the authors'
+    nearest interpolation, for the ratio read and the table index alike (equal at N = L); with one
+    step the original divides by zero, here that step reads the last entry (and is never skipped)."""
+    calibration_len = len(table)
+    accumulated_err, accumulated_ratio, accumulated_steps = 0, 1, 0
+    residual_cache = None
+    skipped = []
+    for current_step_index in range(steps):
+        enable_magcache = current_step_index >= int(steps * retention_ratio)
+        if steps == calibration_len:
+            cur_step = current_step_index
+        elif steps == 1:
+            cur_step = calibration_len - 1
+        else:
+            cur_step = int(np.round(current_step_index * ((calibration_len - 1) / (steps - 1))))
+        skip_forward = False
+        if enable_magcache and cur_step not in [11]:
+            cur_mag_ratio = table[cur_step]
+            accumulated_ratio = accumulated_ratio * cur_mag_ratio
+            accumulated_steps += 1
+            cur_skip_err = np.abs(1 - accumulated_ratio)
+            accumulated_err += cur_skip_err
+            if accumulated_err < thresh and accumulated_steps <= K and residual_cache is not None:  # DEVIATION
+                skip_forward = True
+            else:
+                accumulated_err = 0
+                accumulated_steps = 0
+                accumulated_ratio = 1.0
+        if skip_forward:
+            skipped.append(current_step_index)
+        else:
+            residual_cache = "computed"
+    return skipped
+
+
+def pack_table(name, steps):
+    """The original pack's wrapper, nodes.py:1202-1205: model_type hunyuan_video1.5 with more than 20
+    steps reads the 40-step table."""
+    if name == "hunyuan_video1.5" and steps > 20:
+        name = "hunyuan_video1.5_40steps"
+    return PACK_TABLES[name]
+
+
+# The original pack's tables (its nodes.py lines 20-25), as the data file holds them.
+PACK_TABLES = {name: get_preset(name).ratios for name in ("flux_kontext", "chroma", "hunyuan_video1.5",
+                                                          "hunyuan_video1.5_40steps")}
+
+
 # Which of the authors' scripts governs each table (from the sources, not from the pack's data).
 SCRIPT = {
-    "flux": "flux", "flux_kontext": "flux", "flux_kontext_28steps": "flux",
+    "flux": "flux", "flux_kontext": "pack_flux", "flux_kontext_28steps": "flux",
     "hunyuan_video": "hunyuan", "hunyuan_video_544p": "hunyuan",
     "chroma": "pack", "hunyuan_video1.5": "pack", "hunyuan_video1.5_40steps": "pack",
     "wan2.1_t2v_1.3B": "wan", "wan2.1_t2v_14B": "wan", "wan2.1_i2v_480p_14B": "wan", "wan2.1_i2v_720p_14B": "wan",
@@ -260,8 +313,12 @@ def reference(name, steps, settings, split=None):
         fn = {"flux": flux_script, "hunyuan": hunyuan_script, "framepack": framepack_script}[script]
         got = fn(preset.ratios, steps, thresh, retention, K)
         return {COND: got, UNCOND: got}
+    if script == "pack_flux":
+        got = pack_flux_script(preset.ratios, steps, thresh, retention, K)
+        return {COND: got, UNCOND: got}
     if script == "pack":
-        return {b: pack_cfg_script(preset.ratios, steps, thresh, retention, K, b) for b in (COND, UNCOND)}
+        table = pack_table(name, steps)
+        return {b: pack_cfg_script(table, steps, thresh, retention, K, b) for b in (COND, UNCOND)}
     if script == "qwen":
         return wan_script(preset.ratios, steps, thresh, retention, K, interp=qwen_nearest_interp)
     mode = {"wan22_t2v": "t2v", "wan22_i2v": "i2v"}.get(script, "t2v")
@@ -300,11 +357,16 @@ def engine(name, steps, settings, branches, batched=False, start=0, stop=None):
     """Skipped steps per branch of one sampling run over steps start..stop-1 of a `steps`-step
     schedule (one KSamplerAdvanced); RunState places it by its sigmas, as in a real run."""
     thresh, retention, K = settings
-    state = RunState(MagCacheConfig(thresh=thresh, retention_ratio=retention, K=K), model_sigmas=MODEL_SIGMAS)
+    # FramePack's tables belong to its own node, not to a family spec: any spec then (a built-in table
+    # carries its rule; the spec's default rule is not read)
+    spec = next((s for s in ALL_SPECS if name in s.presets), ALL_SPECS[0])
+    config = MagCacheConfig(thresh=thresh, retention_ratio=retention, K=K)
+    run = hooks.Run(hooks.Settings(spec, config, preset=name), model_sigmas=MODEL_SIGMAS)  # the table named on the node
+    state = run.state
     full = schedule(steps, MODEL_SIGMAS)
     sigmas = full[start:(steps if stop is None else stop) + 1]
     sched = state.schedule(sigmas)
-    tables = get_preset(name).tables(sched.total)
+    tables = run.tables(name, sched.total)
     has_residual = {b: False for b in branches}
     skipped = {b: [] for b in branches}
     calls = [tuple(branches)] if batched else [(UNCOND,), (COND,)] if UNCOND in branches else [(COND,)]
@@ -337,7 +399,7 @@ def test_every_preset_follows_the_authors_loop(name):
             assert no_cfg == {COND: ref[COND]}, (name, settings, steps, "no CFG")
             thresh, retention, K = settings
             rule = predict_skips(MagCacheConfig(thresh=thresh, retention_ratio=retention, K=K),
-                                 get_preset(name).tables(steps), steps, branches=(COND, UNCOND), batched=False)
+                                 get_preset(name).chosen(steps).tables(steps), steps, branches=(COND, UNCOND), batched=False)
             assert rule == ref, (name, settings, steps, "predict_skips")
 
 
@@ -352,7 +414,7 @@ def test_batched_cfg_matches_where_the_branches_agree(name):
             batched = engine(name, steps, settings, (COND, UNCOND), batched=True)
             thresh, retention, K = settings
             config = MagCacheConfig(thresh=thresh, retention_ratio=retention, K=K)
-            assert batched == predict_skips(config, get_preset(name).tables(steps), steps, branches=(COND, UNCOND))
+            assert batched == predict_skips(config, get_preset(name).chosen(steps).tables(steps), steps, branches=(COND, UNCOND))
             if ref[COND] == ref[UNCOND]:
                 agreed += 1
                 assert batched == ref, (name, settings, steps)

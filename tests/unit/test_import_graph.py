@@ -18,7 +18,8 @@ TOP = ("nodes.py", "__init__.py")
 
 def pack_modules() -> dict[str, Path]:
     """Dotted name (relative to the pack) -> file; the pack's own __init__ is ''."""
-    out = {"": ROOT / "__init__.py", "nodes": ROOT / "nodes.py"}
+    out = {"": ROOT / "__init__.py"}
+    out.update({f.stem: f for f in sorted(ROOT.glob("*.py")) if f.name != "__init__.py"})
     for pkg in PACKAGES:
         for f in sorted((ROOT / pkg).rglob("*.py")):
             parts = f.relative_to(ROOT).with_suffix("").parts
@@ -95,7 +96,9 @@ def test_graph_sees_the_pack_imports():
     assert "magcache.streams" in g["magcache.state"]  # `from . import streams`: the submodule
     assert "magcache" in g["model_patches.selfcal"]  # `from ..magcache import Preset`: the package
     assert "model_patches.calibrate" in g["nodes"]
-    assert "nodes" in g[""]  # the pack's __init__, inside its try/else
+    assert "extension" in g[""]  # the pack's __init__, inside its try/else
+    assert {"nodes", "nodes_compare", "nodes_framepack", "nodes_raylight"} <= g["extension"]  # also function-level
+    assert "magcache.compare" in g["nodes_compare"] and "nodes" in g["nodes_framepack"]
 
 
 def test_cycle_finder_finds_a_function_level_cycle():

@@ -13,7 +13,9 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # a value it rejects is silently dropped from the Registry entry.
 VERSION_PART = re.compile(r"^(?:(==|>=|<=|!=|~=|>|<|<>|=)\s*)?(\d+\.\d+\.\d+(?:-[a-zA-Z0-9]+)?)?$")
 LOCALES = ("zh", "ko", "ja")
-NODES = ("MagCache", "MagCacheCalibration", "MagCacheCalibrationPlot", "CompileModel")
+# every node the pack defines (node_id in its node modules), so a new node without translations fails here
+NODES = tuple(sorted(m for path in ROOT.glob("nodes*.py")
+                     for m in re.findall(r'node_id="(\w+)"', path.read_text(encoding="utf-8"))))
 
 
 def test_license_file_is_the_full_apache_2_text():
@@ -78,3 +80,17 @@ def test_translated_readmes_cover_install_and_usage(name, lang_word):
         assert fact in text, f"{name} does not mention {fact}"
     for setting in ("0.24 / 0.1 / 5", "0.12 / 0.2 / 4", "0.10 / 0.20 / 2", "0.02 / 0.2 / 3"):
         assert setting in text
+
+
+def test_description_and_registry_text_name_every_supported_family():
+    """pyproject's description (the Registry's summary) and the README's 'Supported:' paragraph (the top of
+    the Registry page) name every registered family: a family added without saying so fails here."""
+    from comfyui_magcache.model_patches import ALL_SPECS
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("\nSupported: ")
+    supported = readme[start:readme.index("\n\n", start)].replace("**", "").replace("\n", " ")
+    description = PYPROJECT["project"]["description"]
+    for spec in ALL_SPECS:
+        assert spec.name in description, f"pyproject description does not name {spec.name}"
+        assert spec.name in supported, f"README 'Supported:' does not name {spec.name}"

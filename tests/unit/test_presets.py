@@ -1,5 +1,6 @@
 import pytest
-from comfyui_magcache.magcache import COND, UNCOND, Preset, PresetError, builtin_presets, get_preset, interpolate
+from comfyui_magcache.magcache import (COND, UNCOND, MagCacheConfig, Preset, PresetError, builtin_presets, get_preset,
+                                       interpolate, predict_skips)
 
 
 def reference_nearest(values, n):
@@ -89,10 +90,38 @@ def test_every_table_and_setting_names_its_source():
         assert "ours" not in p.recommended_source, name
 
 
-def test_forced_compute_step_only_on_flux_tables():
+def test_forced_compute_step_only_on_the_authors_flux_tables():
     forced = {name for name, p in builtin_presets().items() if p.rule.forced_step is not None}
-    assert forced == {"flux", "flux_kontext", "flux_kontext_28steps"}
+    assert forced == {"flux", "flux_kontext_28steps"}
     assert all(builtin_presets()[n].rule.forced_step == (11, 28) for n in forced)
+
+
+def test_the_original_packs_kontext_table_keeps_its_own_step_11():
+    """The 20-step Kontext table exists only in the original pack, so its rule is the original's
+    (nodes.py:86-97, 1211): `cur_step not in [11]` on the table index, acc_err < thresh, int(N*R)."""
+    kept = {name for name, p in builtin_presets().items() if p.rule.kept_step is not None}
+    assert kept == {"flux_kontext"}
+    rule = get_preset("flux_kontext").rule
+    assert (rule.kept_step, rule.compare, rule.retention) == ((11, 20), "<", "steps")
+    assert [t for t in range(20) if rule.kept(t, 20)] == [11]
+    assert [t for t in range(40) if rule.kept(t, 40)] == [22, 23]  # both read entry 11 (nearest)
+
+
+def test_hunyuan_video15_by_name_switches_to_its_40_step_table_above_20_steps():
+    """The original pack's wrapper (nodes.py:1202-1205) reads hunyuan_video1.5_40steps when
+    hunyuan_video1.5 runs more than 20 steps; the switch is declared in the data file."""
+    p = get_preset("hunyuan_video1.5")
+    assert p.switch == (20, "hunyuan_video1.5_40steps") and "nodes.py:1202" in p.switch_source
+    assert p.chosen(20) is p and p.chosen(8) is p
+    assert p.chosen(21).name == p.chosen(40).name == p.chosen(50).name == "hunyuan_video1.5_40steps"
+    assert [n for n, q in builtin_presets().items() if q.switch] == ["hunyuan_video1.5"]
+    assert all(q.chosen(60) is q for n, q in builtin_presets().items() if n != "hunyuan_video1.5")
+    # Its published 40-step workflow (0.06 / 0.2 / 2, end_step -2): 19 skipped steps per branch, as
+    # in the original; the 20-step table interpolated to 40 steps would skip 20.
+    config = MagCacheConfig(thresh=0.06, retention_ratio=0.2, K=2, end_step=-2)
+    skips = predict_skips(config, p.chosen(40).tables(40), 40, branches=(COND, UNCOND), batched=False)
+    assert [len(skips[b]) for b in (COND, UNCOND)] == [19, 19]
+    assert len(predict_skips(config, p.tables(40), 40, batched=False)[COND]) == 20
 
 
 def test_published_settings_where_the_issue_names_them():

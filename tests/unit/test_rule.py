@@ -74,6 +74,19 @@ def test_forced_step_takes_the_reset_branch():
     assert got == [3, 4, 5, 6, 7, 8, 10, 12, 13, 14, 15, 16, 17, 19, 20, 21, 22, 23, 24, 26, 27]
 
 
+def test_kept_step_is_computed_and_leaves_the_accumulators_as_they_are():
+    """The original pack's `cur_step not in [11]`: unlike the forced step, no reset there."""
+    cfg = MagCacheConfig(thresh=0.3, K=6, retention_ratio=0.1)
+    kept = TableRule(kept_step=(11, 20))
+    got = skips(cfg, [1.0] * 20, rule=kept)
+    # 0-1 retained; 2-7 skipped (K 6), 8 computed; 9, 10 skipped; 11 kept (acc_steps stays 2);
+    # 12-15 skipped (acc_steps 3..6), 16 computed; 17-19 skipped
+    assert got == [2, 3, 4, 5, 6, 7, 9, 10, 12, 13, 14, 15, 17, 18, 19]
+    forced = skips(cfg, [1.0] * 20, rule=TableRule(forced_step=(11, 20)))
+    assert forced == [2, 3, 4, 5, 6, 7, 9, 10, 12, 13, 14, 15, 16, 17, 19]  # reset at 11: six skips after it
+    assert not kept.kept(0, 1) and [t for t in range(10) if kept.kept(t, 10)] == [5]  # round(5 * 19/9) = 11
+
+
 def test_flux_at_28_steps_skips_what_the_authors_script_skips():
     # MagCache4FLUX/magcache_flux.py at its own settings: 19 steps, step 11 computed
     p = get_preset("flux")
