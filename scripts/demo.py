@@ -28,20 +28,23 @@ TILE = 8  # latent pixel -> TILE x TILE screen pixels
 
 
 def picture(columns, out: Path):
-    """columns: [(title, subtitle, [latent per row], [checker verdict per row])] -> one PNG."""
+    """columns: [((title lines), subtitle, [latent per row], [checker verdict per row])] -> one PNG."""
     import numpy as np
     from PIL import Image, ImageDraw
 
     from comfyui_magcache.testbed import data
 
     n = columns[0][2][0].shape[-1] * TILE
-    pad, head = 12, 44
-    img = Image.new("RGB", (pad + len(columns) * (n + pad), head + len(columns[0][2]) * (n + pad) + 20), "white")
+    pad, head = 12, 58
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    width = max([n] + [int(probe.textlength(s)) + 8 for title, sub, _, _ in columns for s in (*title, sub)])
+    img = Image.new("RGB", (pad + len(columns) * (width + pad), head + len(columns[0][2]) * (n + pad) + 20), "white")
     d = ImageDraw.Draw(img)
     for j, (title, sub, latents, verdicts) in enumerate(columns):
-        x = pad + j * (n + pad)
-        d.text((x, 6), title, fill=(0, 0, 0))
-        d.text((x, 22), sub, fill=(60, 60, 60))
+        x = pad + j * (width + pad)
+        for k, line in enumerate(title):  # the method, then its settings
+            d.text((x, 6 + 14 * k), line, fill=(0, 0, 0))
+        d.text((x, 36), sub, fill=(60, 60, 60))
         for i, (lat, ok) in enumerate(zip(latents, verdicts)):
             rgb = data.to_rgb(lat[0, :, 0])  # [3, H, W]
             tile = (rgb.permute(1, 2, 0).numpy() * 255).astype(np.uint8).repeat(TILE, 0).repeat(TILE, 1)
@@ -96,7 +99,7 @@ def main() -> int:
             sub = f"{opts.steps} steps, reference"
         else:
             sub = f"{row['speedup_compute']:.2f}x compute, {row['psnr']:.1f} dB"
-        columns.append((f"{title}: {v.label}" if title != "plain" else f"plain {opts.steps} steps", sub,
+        columns.append(((title, v.label) if title != "plain" else (f"plain {opts.steps} steps",), sub,
                         res.outputs, verdicts))
         print(f"{title:26s} {v.label:30s} {row['speedup_compute']:.2f}x compute, {row['speedup_wall']:.2f}x wall, "
               f"PSNR {row['psnr']:.1f} dB, SSIM {row['ssim']:.3f}, checker {row['correct']}/{row['samples']}")
