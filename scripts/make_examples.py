@@ -197,8 +197,8 @@ def hunyuanvideo() -> dict:
     ])
 
 
-def wan21_t2v() -> dict:
-    return workflow([
+# Wan2.1 T2V 1.3B up to its latent: the model with MagCache, the prompts, the empty video (nodes 1-7)
+WAN21_T2V_HEAD = [
         (1, "UNETLoader", ["wan2.1_t2v_1.3B_fp16.safetensors", "default"], {}),
         (2, "ModelSamplingSD3", [8.0], {"model": (1, 0)}),
         (3, "MagCache", ["wan2.1_t2v_1.3B", 0.12, 0.2, 4, 0, -1], {"model": (2, 0)}),
@@ -206,6 +206,12 @@ def wan21_t2v() -> dict:
         (5, "CLIPTextEncode", ["a fox running through a snowy forest, cinematic"], {"clip": (4, 0)}),
         (6, "CLIPTextEncode", [WAN_NEG], {"clip": (4, 0)}),
         (7, "EmptyHunyuanLatentVideo", [832, 480, 33, 1], {}),
+]
+
+
+def wan21_t2v() -> dict:
+    return workflow([
+        *WAN21_T2V_HEAD,
         (8, "KSampler", [42, "fixed", 50, 6.0, "uni_pc", "simple", 1.0],
          {"model": (3, 0), "positive": (5, 0), "negative": (6, 0), "latent_image": (7, 0)}),
         (9, "VAELoader", ["wan_2.1_vae.safetensors"], {}),
@@ -230,13 +236,7 @@ def wan21_t2v_compare() -> dict:
             "models/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors, "
             "models/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors, models/vae/wan_2.1_vae.safetensors.")
     return workflow([
-        (1, "UNETLoader", ["wan2.1_t2v_1.3B_fp16.safetensors", "default"], {}),
-        (2, "ModelSamplingSD3", [8.0], {"model": (1, 0)}),
-        (3, "MagCache", ["wan2.1_t2v_1.3B", 0.12, 0.2, 4, 0, -1], {"model": (2, 0)}),
-        (4, "CLIPLoader", UMT5, {}),
-        (5, "CLIPTextEncode", ["a fox running through a snowy forest, cinematic"], {"clip": (4, 0)}),
-        (6, "CLIPTextEncode", [WAN_NEG], {"clip": (4, 0)}),
-        (7, "EmptyHunyuanLatentVideo", [832, 480, 33, 1], {}),
+        *WAN21_T2V_HEAD,
         (8, "KSampler", [7, "fixed", 50, 6.0, "uni_pc", "simple", 1.0],
          {"model": (3, 0), "positive": (5, 0), "negative": (6, 0), "latent_image": (7, 0)}),
         (9, "KSampler", [7, "fixed", 50, 6.0, "uni_pc", "simple", 1.0],
