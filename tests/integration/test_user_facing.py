@@ -212,9 +212,14 @@ def schema_texts(node_cls):
 def test_every_node_input_and_output_is_translated(comfy, lang):
     defs = json.loads((ROOT / "locales" / lang / "nodeDefs.json").read_text(encoding="utf-8"))
     main = json.loads((ROOT / "locales" / lang / "main.json").read_text(encoding="utf-8"))
+    import comfyui_magcache.nodes_framepack as framepack
+    import comfyui_magcache.nodes_raylight as raylight
+
+    # every node the pack defines, the raylight one too (registered only where raylight is installed)
     nodes = {n.define_schema().node_id: n for n in (comfy.MagCache, comfy.MagCacheCalibration,
                                                       comfy.MagCacheCalibrationPlot, comfy.CompileModel,
-                                                      comfy.MagCacheCompare)}
+                                                      comfy.MagCacheCompare, *framepack.FRAMEPACK_NODES,
+                                                      raylight.RayMagCache)}
     assert sorted(defs) == sorted(nodes)
     for node_id, cls in nodes.items():
         inputs, n_outputs, schema = schema_texts(cls)
