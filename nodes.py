@@ -9,7 +9,8 @@ import torch
 from comfy_api.latest import io
 
 from .magcache import MagCacheConfig, get_preset, list_profiles, load_profile
-from .magcache.config import END_STEP_RANGE, K_RANGE, RETENTION_RANGE, START_STEP_RANGE, THRESH_RANGE
+from .magcache.config import (END_STEP_RANGE, K_RANGE, RETENTION_RANGE, START_STEP_RANGE, THRESH_RANGE,
+                              MagCacheConfigError)
 from .magcache.plot import plot_calibration
 from .magcache.profiles import ProfileError, check_name, fingerprint, profile_path
 from .magcache.text import clip, show
@@ -17,6 +18,7 @@ from .model_patches import (
     ALL_SPECS,
     AUTO_CALIBRATE,
     MODEL_TYPES,
+    SETTINGS_FROM,
     UnsupportedModel,
     engine,
     node_text,
@@ -81,6 +83,17 @@ def window_inputs():
     ]
 
 
+def settings_from_input():
+    return io.Combo.Input(
+        "settings_from", options=list(SETTINGS_FROM), default="auto", optional=True,
+        tooltip="auto: where MagCache calibrates the model itself (the families without a published table, "
+                f"{SELF_CALIBRATED}, and 'auto_calibrate'), thresh / retention / K come from the evidence rule on "
+                "that model's own profile: retention 0.2, K 3 and the smallest thresh that skips half the steps "
+                "(README 'Settings from evidence'; the run's summary names them); start_step / end_step still "
+                "apply and thresh 0 still turns MagCache off. Everywhere else the inputs above are used. "
+                "inputs: always use the inputs above.")
+
+
 def profile_state(model_type) -> str:
     """What changes when the profile a 'profile:...' model_type names is edited or replaced ('' otherwise)."""
     if isinstance(model_type, str) and model_type.startswith(PROFILE_PREFIX):
@@ -130,6 +143,7 @@ class MagCache(io.ComfyNode):
                                        "model (fine-tunes, merges, distillations)."),
                 *settings_inputs(),
                 *window_inputs(),
+                settings_from_input(),
                 RATIOS.Input("ratios", optional=True,
                              tooltip="Optional: a calibration result from a MagCache Calibration node; when "
                                      "connected it replaces model_type's table (once its sampler has run)."),
@@ -145,9 +159,12 @@ class MagCache(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, model_type: str, magcache_thresh: float, retention_ratio: float, magcache_K: int,
-                start_step: int = 0, end_step: int = -1, ratios=None) -> io.NodeOutput:
+                start_step: int = 0, end_step: int = -1, ratios=None, settings_from: str = "auto") -> io.NodeOutput:
         # Everything is validated first, also with thresh 0: a workflow that is wrong fails now,
         # not later when the threshold is raised.
+        if settings_from not in SETTINGS_FROM:
+            raise MagCacheConfigError(f"MagCache: settings_from must be one of {', '.join(SETTINGS_FROM)}, "
+                                      f"got {show(settings_from)}")
         config = MagCacheConfig(thresh=magcache_thresh, retention_ratio=retention_ratio, K=magcache_K,
                                 start_step=start_step, end_step=end_step)
         if ratios is not None:
@@ -167,7 +184,8 @@ class MagCache(io.ComfyNode):
         if config.thresh == 0:
             node_text.show("MagCache: off (magcache_thresh is 0); the model is passed on unchanged")
             return io.NodeOutput(model)
-        return io.NodeOutput(engine.apply(model, spec, config, preset, self_calibrate=self_calibrate))
+        return io.NodeOutput(engine.apply(model, spec, config, preset, self_calibrate=self_calibrate,
+                                          evidence_rule=settings_from == "auto"))
 
 
 class MagCacheCalibration(io.ComfyNode):

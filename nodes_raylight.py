@@ -18,7 +18,8 @@ from pathlib import Path
 from comfy_api.latest import io
 
 from .magcache import MagCacheConfig
-from .nodes import MagCache
+from .magcache.config import MagCacheConfigError
+from .nodes import SETTINGS_FROM, MagCache
 
 PACK_DIR = str(Path(__file__).resolve().parent)
 RAY_ACTORS = io.Custom("RAY_ACTORS")
@@ -38,7 +39,7 @@ def raylight_installed() -> bool:
                for root in roots if os.path.isdir(root) for d in os.listdir(root))
 
 
-def in_actor(model, package: str, pack_dir: str, settings: tuple):
+def in_actor(model, package: str, pack_dir: str, settings: tuple, options: dict | None = None):
     """Runs inside an actor (sent by value): this pack's MagCache node on the actor's ModelPatcher. The
     pack is imported under the name it has in ComfyUI's process, from its folder if the actor has not
     loaded it."""
@@ -50,10 +51,10 @@ def in_actor(model, package: str, pack_dir: str, settings: tuple):
         sys.modules[package] = module
         spec.loader.exec_module(module)
     nodes = importlib.import_module(package + ".nodes")
-    return nodes.MagCache.execute(model, *settings).result[0]
+    return nodes.MagCache.execute(model, *settings, **(options or {})).result[0]
 
 
-def actor_function(*settings):
+def actor_function(*settings, **options):
     """The function each actor applies to its patcher, pickled by value: Ray pickles with its own copy of
     cloudpickle (ray.cloudpickle), so this module is registered with it, and with cloudpickle if installed."""
     for name in ("ray.cloudpickle", "cloudpickle"):
@@ -61,7 +62,7 @@ def actor_function(*settings):
             importlib.import_module(name).register_pickle_by_value(sys.modules[__name__])
         except ImportError:
             pass
-    return functools.partial(in_actor, package=__package__, pack_dir=PACK_DIR, settings=settings)
+    return functools.partial(in_actor, package=__package__, pack_dir=PACK_DIR, settings=settings, options=options)
 
 
 class RayMagCache(io.ComfyNode):
@@ -84,12 +85,16 @@ class RayMagCache(io.ComfyNode):
 
     @classmethod
     def execute(cls, ray_actors, model_type: str, magcache_thresh: float, retention_ratio: float, magcache_K: int,
-                start_step: int = 0, end_step: int = -1) -> io.NodeOutput:
+                start_step: int = 0, end_step: int = -1, settings_from: str = "auto") -> io.NodeOutput:
         MagCacheConfig(thresh=magcache_thresh, retention_ratio=retention_ratio, K=magcache_K,
                        start_step=start_step, end_step=end_step)  # bad settings fail here, before any actor
+        if settings_from not in SETTINGS_FROM:
+            raise MagCacheConfigError(f"RayMagCache: settings_from must be one of {', '.join(SETTINGS_FROM)}, "
+                                      f"got {settings_from!r}")
         import ray
 
-        fn = actor_function(model_type, magcache_thresh, retention_ratio, magcache_K, start_step, end_step)
+        fn = actor_function(model_type, magcache_thresh, retention_ratio, magcache_K, start_step, end_step,
+                            settings_from=settings_from)
         ray.get([actor.model_function_runner.remote(fn) for actor in ray_actors["workers"]])
         return io.NodeOutput(ray_actors)
 

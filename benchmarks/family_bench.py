@@ -2,6 +2,7 @@
 speed-up at the recommended settings, and CompileModel if asked."""
 from __future__ import annotations
 
+import re
 import statistics
 
 import torch
@@ -90,7 +91,8 @@ def bench_family(name: str, opts, nodes, messages, device) -> tuple[dict, dict |
         preset = get_preset(fam.preset)
         steps = opts.steps or preset.steps
         thresh, retention, K = preset.recommended
-    else:  # no published table: 'auto' self-calibrates, settings are the fixture's (ours)
+    else:  # no published table: 'auto' self-calibrates; the timed runs take the node's default (settings_from
+        # 'auto': the evidence rule on the profile), the overhead runs the fixture's settings (ours)
         steps = opts.steps or SELF_CALIBRATED_STEPS
         thresh, retention, K = fam.fixture.settings
     picked = auto_preset(fam, model, steps)
@@ -98,8 +100,9 @@ def bench_family(name: str, opts, nodes, messages, device) -> tuple[dict, dict |
         raise RuntimeError(f"{name}: 'auto' picks {picked}, the benchmark expects {fam.preset}")
     short = max(3, round(steps / 10))  # overhead rounds: short runs, many alternations
 
-    def magcache(k=K, start=0, m=model):
-        return nodes.MagCache.execute(m, "auto", thresh, retention, k, start, -1).result[0]
+    def magcache(k=K, start=0, m=model, settings_from="inputs"):
+        return nodes.MagCache.execute(m, "auto", thresh, retention, k, start, -1,
+                                      settings_from=settings_from).result[0]
 
     calibration = None
     if fam.preset is None:  # the first run of this model measures and saves its profile (untimed)
@@ -113,10 +116,11 @@ def bench_family(name: str, opts, nodes, messages, device) -> tuple[dict, dict |
     # plain_again: the same model once more, an A/A pair that shows the timing noise of the machine
     overhead = {"plain": model, "plain_again": model.clone(), "windowed": magcache(start=10000)}
     decision = magcache(k=0)
-    speed = {"plain": model, "magcache": magcache()}
+    speed = {"plain": model, "magcache": magcache(settings_from="auto")}  # what a user's node does
     print(f"\n[{name}] {type(diffusion_model).__name__}, {params / 1e6:.1f}M params, "
           f"{fam.image_tokens} image tokens, euler {steps} steps, cfg {fam.cfg:g}, preset "
-          f"{fam.preset or 'self-calibrated (ours)'} {thresh:g}/{retention:g}/{K}", flush=True)
+          + (f"{fam.preset} {thresh:g}/{retention:g}/{K}" if fam.preset else "self-calibrated, evidence rule"),
+          flush=True)
     with torch.inference_mode():
         for m in (*overhead.values(), decision, speed["magcache"]):  # warm-up: first-call costs out of the timings
             timed_run(m, fam, pos, neg, min(WARMUP_STEPS, steps), device, messages)
@@ -131,10 +135,17 @@ def bench_family(name: str, opts, nodes, messages, device) -> tuple[dict, dict |
             if m is not speed["magcache"]:
                 return timed_run(m, fam, pos, neg, steps, device, messages)
             with probe.watching():
-                return timed_run(m, fam, pos, neg, steps, device, messages)
+                out = timed_run(m, fam, pos, neg, steps, device, messages)
+            rule_lines.extend(line for line in out.log if "(evidence rule:" in line)
+            return out
 
+        rule_lines: list = []
         figures.update(speed_figures(fam, steps, interleaved(speed, run, opts.repeats, opts.retries), probe))
+        if rule_lines:  # the evidence rule set them on the profile (the run report names them)
+            found = re.search(r"evidence rule: thresh ([\d.]+) / retention ([\d.]+) / K (\d+)", rule_lines[-1])
+            thresh, retention, K = float(found[1]), float(found[2]), int(found[3])
         figures.update(steps=steps, cfg=fam.cfg, settings={"thresh": thresh, "retention": retention, "K": K},
+                       settings_from="evidence rule" if rule_lines else "inputs",
                        params=params, model_class=type(diffusion_model).__name__,
                        image_tokens=fam.image_tokens, text_tokens=TEXT_TOKENS,
                        preset=fam.preset or "self-calibrated", self_calibration=calibration)

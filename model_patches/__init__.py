@@ -37,6 +37,9 @@ ADDED_MODEL_TYPES = tuple(p for p in builtin_presets() if p not in ORIGINAL_MODE
 # 'auto' on a family without a table self-calibrates; 'auto_calibrate' asks for that on any family.
 AUTO_CALIBRATE = "auto_calibrate"
 MODEL_TYPES = ("auto",) + ORIGINAL_MODEL_TYPES + ADDED_MODEL_TYPES + (AUTO_CALIBRATE,)
+# The MagCache node's settings_from (ours, after the original's inputs): 'auto' takes thresh / retention / K from
+# the evidence rule (magcache.evidence) on a self-calibrated profile, the inputs elsewhere; 'inputs' always the inputs.
+SETTINGS_FROM = ("auto", "inputs")
 
 
 class UnsupportedModel(ValueError):
@@ -121,6 +124,6 @@ def resolve(model_type: str, diffusion_model, specs=None) -> tuple[FamilySpec, O
 
 
 __all__ = ["ADDED_MODEL_TYPES", "AUTO_CALIBRATE", "ALL_SPECS", "EXAMPLES", "FIXTURES", "Example", "MODEL_TYPES",
-           "ORIGINAL_MODEL_TYPES", "BlockGroup",
+           "ORIGINAL_MODEL_TYPES", "SETTINGS_FROM", "BlockGroup",
            "FamilySpec", "Fixture", "UnsupportedModel", "available_specs", "resolve", "spec_for_model",
            "unsupported_message"]

@@ -29,6 +29,7 @@ from typing import Optional
 import torch
 
 from ..magcache import COND, Calibration, IncompleteCalibration, MagCacheConfig, Preset, RunState, get_preset, streams
+from ..magcache import evidence
 from ..magcache.text import clip
 from . import calibrate, distributed, node_text, selfcal
 from .handle import CalibrationHandle, unwrap
@@ -54,13 +55,15 @@ class Settings:
     None for 'auto' (the spec picks per call). calibrate: set by the calibration node: every step
     is computed and the residuals are recorded into this handle. self_calibrate: 'auto' on a family
     without tables, or 'auto_calibrate': each run uses this model's saved profile for its shape, or
-    measures and saves it (selfcal.plan, once per run)."""
+    measures and saves it (selfcal.plan, once per run). evidence: a run on a self-calibrated profile takes
+    thresh / retention / K from the evidence rule on that profile (magcache.evidence) instead of `config`."""
 
     spec: FamilySpec
     config: MagCacheConfig
     preset: object = None
     calibrate: Optional[CalibrationHandle] = None
     self_calibrate: Optional[SelfCalibration] = None
+    evidence: bool = False
 
     def __deepcopy__(self, memo):
         return self
@@ -88,13 +91,18 @@ class Run:
     """One sampling run: the core state, shared by every model call of the run (also by calls
     running at the same time in other threads: state, calibration and tables change under `lock`)."""
 
-    def __init__(self, settings: Settings, model_sigmas=None, plan: Optional[Plan] = None):
+    def __init__(self, settings: Settings, model_sigmas=None, plan: Optional[Plan] = None, steps: Optional[int] = None):
         self.settings = settings
         self.plan = plan
         config, self.handle = settings.config, settings.calibrate
         self.preset = settings.preset  # fixed for the run; None: 'auto'
+        self.rule_settings: Optional[str] = None  # the evidence rule's settings, when it set them
         if plan is not None and plan.preset is not None:  # self-calibration: this model's saved profile
             self.preset = plan.preset
+            if settings.evidence and steps:
+                config = evidence.evidence_config(plan.preset, steps, config)
+                self.rule_settings = (f"evidence rule: thresh {config.thresh:g} / retention {config.retention_ratio:g}"
+                                      f" / K {config.K}")
         elif plan is not None:  # self-calibration: this run measures (every step computed)
             config, self.handle = MagCacheConfig(thresh=0.0), plan.handle
         self.state = RunState(config, settings.spec.retention_round_half_up, model_sigmas)
@@ -370,8 +378,10 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     sampling = guider.model_patcher.get_model_object("model_sampling")
     model_sigmas = getattr(sampling, "sigmas", None)
+    sigmas = selfcal.sigmas_of(args, kwargs)
     run = new_run(settings, model_sigmas.tolist() if model_sigmas is not None else None,  # once per run
-                  lambda: selfcal.plan(settings.spec, settings.self_calibrate, guider, args, kwargs, sampling))
+                  lambda: selfcal.plan(settings.spec, settings.self_calibrate, guider, args, kwargs, sampling),
+                  steps=len(sigmas) - 1 if sigmas is not None else None)
     guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
     guider.model_options["transformer_options"][RUN_KEY] = run
     completed = False
@@ -385,10 +395,11 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         guider.model_options = orig
 
 
-def new_run(settings: Settings, model_sigmas, planner) -> Run:
+def new_run(settings: Settings, model_sigmas, planner, steps: Optional[int] = None) -> Run:
     """A run's state. planner() -> its self-calibration Plan (this model's profile for the run's shape, or a
     handle that measures it), asked for when the settings self-calibrate; if it fails, caching is off for
-    the run (said once), the generation is never lost to it."""
+    the run (said once), the generation is never lost to it. steps: the run's step count (its sigmas), for
+    the evidence rule."""
     plan, failure = None, None
     if settings.self_calibrate is not None and settings.calibrate is None:
         try:
@@ -397,7 +408,12 @@ def new_run(settings: Settings, model_sigmas, planner) -> Run:
             log.exception("MagCache: self-calibration could not start")
             plan = Plan("", preset=MEASURING)
             failure = f"self-calibration could not start: {clip(str(e).splitlines()[0] if str(e) else type(e).__name__, 200)}"
-    run = Run(settings, model_sigmas, plan)
+    try:
+        run = Run(settings, model_sigmas, plan, steps)
+    except Exception as e:  # the rule on a broken profile: caching off, the generation goes on
+        log.exception("MagCache: the evidence rule failed on this model's profile")
+        run = Run(settings, model_sigmas, Plan("", preset=MEASURING))
+        failure = f"the evidence rule failed: {clip(str(e).splitlines()[0] if str(e) else type(e).__name__, 200)}"
     if failure is not None:
         run.state.disable(failure)
     return run
@@ -420,7 +436,10 @@ def end_run(run: Run, completed: bool, info) -> None:
 def run_report(run: Run) -> str:
     """The run's summary line and the table it read, e.g. 'MagCache: skipped 9/20 steps (cond 9, uncond 9),
     est. 1.8x, table flux'; a run with caching off says why."""
-    return run.state.summary()  # names the tables the run read (RunState.table_names)
+    line = run.state.summary()  # names the tables the run read (RunState.table_names)
+    if run.rule_settings and run.state.disabled_reason is None:
+        line += f" ({run.rule_settings})"
+    return line
 
 
 def finish_calibration(run: Run, info: dict) -> str:
@@ -463,8 +482,9 @@ def replacements(spec: FamilySpec, diffusion_model, existing: dict) -> dict:
 
 
 def apply(model, spec: FamilySpec, config: MagCacheConfig, preset=None, calibrate: Optional[CalibrationHandle] = None,
-          self_calibrate: Optional[SelfCalibration] = None):
-    """Return a clone of the ModelPatcher `model` with MagCache hooked in; `model` is not touched."""
+          self_calibrate: Optional[SelfCalibration] = None, evidence_rule: bool = False):
+    """Return a clone of the ModelPatcher `model` with MagCache hooked in; `model` is not touched.
+    evidence_rule: runs on a self-calibrated profile take their settings from the evidence rule."""
     from comfy.patcher_extension import WrappersMP
 
     model = model.clone()
@@ -480,7 +500,7 @@ def apply(model, spec: FamilySpec, config: MagCacheConfig, preset=None, calibrat
         current = getattr(unwrap(dm), attr)
         if not isinstance(current, SkippedCallsSeeEmpty):
             model.add_object_patch(f"{prefix}.{attr}", SkippedCallsSeeEmpty(current))
-    model.model_options["transformer_options"][SETTINGS_KEY] = Settings(spec, config, preset, calibrate, self_calibrate)
+    model.model_options["transformer_options"][SETTINGS_KEY] = Settings(spec, config, preset, calibrate, self_calibrate, evidence_rule)
     for kind, fn in ((WrappersMP.OUTER_SAMPLE, outer_sample_wrapper),
                      (WrappersMP.DIFFUSION_MODEL, diffusion_model_wrapper)):
         model.remove_wrappers_with_key(kind, WRAPPER_KEY)

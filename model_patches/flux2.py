@@ -6,7 +6,7 @@ on [text, image]), so the groups are Flux.1's. What differs is the weights and t
 there is NO published MagCache table for Flux.2: 'auto' self-calibrates on the first run of a model
 (see engine.SelfCalibration), and Flux.1's tables are never read on it (each spec's `accepts`)."""
 from .flux import SPEC as FLUX1
-from .spec import Example, FamilySpec, Fixture
+from .spec import SELF_CALIBRATED_INPUTS, SELF_CALIBRATED_NOTE, Example, FamilySpec, Fixture
 
 
 def is_flux2(model) -> bool:
@@ -40,13 +40,13 @@ SPEC = FamilySpec(
     examples=(Example("flux2.json", "text_to_image", dict(
         unet="flux2_dev_fp8mixed.safetensors", clip=("CLIPLoader", ["mistral_3_small_flux2_bf16.safetensors", "flux2",
                                                                      "default"]),
-        vae="flux2-vae.safetensors", model_type="auto", settings=(0.24, 0.2, 3), steps=20, cfg=1.0, guidance=4.0,
+        vae="flux2-vae.safetensors", model_type="auto", settings=SELF_CALIBRATED_INPUTS, steps=20, cfg=1.0, guidance=4.0,
         latent=("EmptyFlux2LatentImage", [1024, 1024, 1]), save=("SaveImage", ["MagCache_flux2"]),
         prompt="a red fox in a snowy forest at dawn, photograph",
         note="MagCache for Flux.2 (dev; Klein the same way with its own files): there is no published MagCache "
              "table for Flux.2, so model_type auto self-calibrates: the first run of a model computes every step "
-             "and saves its ratios as a profile, later runs use it. thresh 0.24 / retention 0.2 / K 3 are this "
-             "pack's choice, not the MagCache authors'. Files: models/diffusion_models/flux2_dev_fp8mixed."
+             "and saves its ratios as a profile, later runs use it. " + SELF_CALIBRATED_NOTE
+             + ". Files: models/diffusion_models/flux2_dev_fp8mixed."
              "safetensors, models/text_encoders/mistral_3_small_flux2_bf16.safetensors, "
              "models/vae/flux2-vae.safetensors."), run="flux2"),),
 )

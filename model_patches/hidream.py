@@ -24,7 +24,7 @@ feed-forward routes per token and changes no token count or order. ComfyUI 0.33'
 pixel-space transformer with another loop): not matched, refused at the node.
 
 There is NO published MagCache table for HiDream: 'auto' self-calibrates on a model's first run."""
-from .spec import BlockGroup, Example, FamilySpec, Fixture
+from .spec import SELF_CALIBRATED_INPUTS, SELF_CALIBRATED_NOTE, BlockGroup, Example, FamilySpec, Fixture
 
 LLAMA_LAYERS, LLAMA_TOKENS, LLAMA_DIM = 4, 6, 32  # the tiny llama3 hidden states (ComfyUI: 32 layers of 4096)
 
@@ -69,14 +69,14 @@ SPEC = FamilySpec(
         clip=("QuadrupleCLIPLoader", ["clip_l_hidream.safetensors", "clip_g_hidream.safetensors",
                                       "t5xxl_fp8_e4m3fn_scaled.safetensors",
                                       "llama_3.1_8b_instruct_fp8_scaled.safetensors"]),
-        vae="ae.safetensors", model_type="auto", settings=(0.24, 0.2, 3), steps=30, cfg=5.0,
+        vae="ae.safetensors", model_type="auto", settings=SELF_CALIBRATED_INPUTS, steps=30, cfg=5.0,
         sampling=("ModelSamplingSD3", [3.0]), negative="blurry", save=("SaveImage", ["MagCache_hidream_i1"]),
         prompt="a lighthouse on a cliff at sunset, oil painting",
         note="MagCache for HiDream I1 full (dev and fast the same way with their files and ComfyUI's settings for "
              "them: dev 28 steps, cfg 1, lcm, shift 6): there is no published MagCache table for HiDream, so "
              "model_type auto self-calibrates: the first run of a model computes every step and saves its ratios "
-             "as a profile, later runs use it. thresh 0.24 / retention 0.2 / K 3 are this pack's choice, not the "
-             "MagCache authors'. Files: models/diffusion_models/hidream_i1_full_fp16.safetensors, "
+             "as a profile, later runs use it. " + SELF_CALIBRATED_NOTE
+             + ". Files: models/diffusion_models/hidream_i1_full_fp16.safetensors, "
              "models/text_encoders/clip_l_hidream.safetensors + clip_g_hidream.safetensors + "
              "t5xxl_fp8_e4m3fn_scaled.safetensors + llama_3.1_8b_instruct_fp8_scaled.safetensors, "
              "models/vae/ae.safetensors.")),),

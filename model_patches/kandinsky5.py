@@ -29,7 +29,7 @@ the tail as head input (re-embedded from the clean frames) + cached residual. No
 the tests run text-to-video, image-to-video (these conds) and text-to-image.
 
 There is NO published MagCache table for Kandinsky 5: 'auto' self-calibrates on a model's first run."""
-from .spec import BlockGroup, Example, FamilySpec, Fixture
+from .spec import SELF_CALIBRATED_INPUTS, SELF_CALIBRATED_NOTE, BlockGroup, Example, FamilySpec, Fixture
 
 # Tiny instances of ComfyUI's class (sizes ours; in_text_dim / in_text_dim2 are the widths of the tiny text and
 # pooled conditioning, 3584 (Qwen2.5-VL) and 768 (CLIP-L) in the real models).
@@ -76,7 +76,7 @@ SPEC = FamilySpec(
         unet="kandinsky5lite_t2v_sft_5s.safetensors",
         clip=("DualCLIPLoader", ["qwen_2.5_vl_7b_fp8_scaled.safetensors", "clip_l.safetensors", "kandinsky5",
                                  "default"]),
-        vae="hunyuan_video_vae_bf16.safetensors", model_type="auto", settings=SETTINGS, steps=50, cfg=5.0,
+        vae="hunyuan_video_vae_bf16.safetensors", model_type="auto", settings=SELF_CALIBRATED_INPUTS, steps=50, cfg=5.0,
         latent=("EmptyHunyuanLatentVideo", [768, 512, 121, 1]),
         decode=("VAEDecodeTiled", [256, 64, 64, 8]),
         save=("SaveAnimatedWEBP", ["MagCache_kandinsky5", 24.0, False, 90, "default"]),
@@ -85,8 +85,8 @@ SPEC = FamilySpec(
         note="MagCache for Kandinsky 5.0 T2V Lite (SFT 5s; the 10s, I2V and Image Lite models the same way with "
              "their files): there is no published MagCache table for Kandinsky 5, so model_type auto "
              "self-calibrates: the first run of a model computes every step and saves its ratios as a profile, "
-             "later runs with the same sampler, scheduler and CFG use it. thresh 0.24 / retention 0.2 / K 3 are "
-             "this pack's choice, not the MagCache authors'; lower thresh or K if motion or detail suffers. "
+             "later runs with the same sampler, scheduler and CFG use it. " + SELF_CALIBRATED_NOTE
+             + "; lower thresh or K if motion or detail suffers. "
              "50 steps with CFG 5 are ours too (the SFT model's 100 model calls per video on ComfyUI's "
              "Kandinsky 5 page). Files: models/diffusion_models/kandinsky5lite_t2v_sft_5s.safetensors, "
              "models/text_encoders/qwen_2.5_vl_7b_fp8_scaled.safetensors + clip_l.safetensors, "

@@ -39,7 +39,7 @@ and is one group on one stream, but it is another family (other weights, its own
 packs) that this spec does not test; it stays refused at the node, like every class not listed.
 
 There is NO published MagCache table for LTX-2: 'auto' self-calibrates on a model's first run."""
-from .spec import BlockGroup, Example, FamilySpec, Fixture
+from .spec import SELF_CALIBRATED_INPUTS, SELF_CALIBRATED_NOTE, BlockGroup, Example, FamilySpec, Fixture
 
 
 def head_input(dm, put) -> list:
@@ -85,14 +85,14 @@ SPEC = FamilySpec(
                       head_input=head_input, settings=(0.24, 0.2, 3), bench=BENCH),),
     examples=(Example("ltx2_t2v.json", "ltx2_t2v", dict(
         ckpt="ltx-2-19b-dev-fp8.safetensors", text_encoder="gemma_3_12B_it.safetensors", model_type="auto",
-        settings=(0.24, 0.2, 3), steps=20, cfg=4.0, size=(768, 512, 97), frame_rate=25,
+        settings=SELF_CALIBRATED_INPUTS, steps=20, cfg=4.0, size=(768, 512, 97), frame_rate=25,
         prompt="a jazz pianist plays in a dim club, close-up on the hands, a mellow saxophone in the background",
         negative="blurry, low quality, still frame, watermark",
         note="MagCache for LTX-2 (text to video with audio): there is no published MagCache table for LTX-2, so "
              "model_type auto self-calibrates: the first run of a model computes every step (output identical to "
              "no MagCache) and saves its ratios as a profile, later runs use it. The video and audio streams are "
-             "skipped together. thresh 0.24 / retention 0.2 / K 3 are this pack's choice, not the MagCache "
-             "authors'. STG / modality-guidance passes (ComfyUI 0.33) are computed in full. The video is saved as "
+             "skipped together. " + SELF_CALIBRATED_NOTE
+             + ". STG / modality-guidance passes (ComfyUI 0.33) are computed in full. The video is saved as "
              "WebM and the sound as FLAC (on ComfyUI 0.33, CreateVideo + SaveVideo make one file with both). Files: "
              "models/checkpoints/ltx-2-19b-dev-fp8.safetensors (model, video VAE and audio VAE), "
              "models/text_encoders/gemma_3_12B_it.safetensors.")),),

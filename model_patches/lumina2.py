@@ -14,7 +14,7 @@ final layer is per token and unpatchify reads only the image tokens, so the imag
 what an image-token-only cache would give; only the measured ratios include the caption tokens.
 
 There is NO published MagCache table for either model: 'auto' self-calibrates on a model's first run."""
-from .spec import BlockGroup, Example, FamilySpec, Fixture
+from .spec import SELF_CALIBRATED_INPUTS, SELF_CALIBRATED_NOTE, BlockGroup, Example, FamilySpec, Fixture
 
 
 def head_input(dm, put) -> list:
@@ -64,13 +64,13 @@ SPEC = FamilySpec(
               fixture("lumina2", "Lumina2", LUMINA2)),
     examples=(Example("z_image_turbo.json", "text_to_image", dict(
         unet="z_image_turbo_bf16.safetensors", clip=("CLIPLoader", ["qwen_3_4b.safetensors", "lumina2", "default"]),
-        vae="ae.safetensors", model_type="auto", settings=(0.24, 0.2, 3), steps=9, cfg=1.0,
+        vae="ae.safetensors", model_type="auto", settings=SELF_CALIBRATED_INPUTS, steps=9, cfg=1.0,
         sampling=("ModelSamplingAuraFlow", [3.0]), sampler="res_multistep", save=("SaveImage", ["MagCache_z_image"]),
         prompt="a lighthouse on a cliff at sunset, oil painting",
         note="MagCache for Z-Image Turbo (Lumina 2 and Z-Image Base the same way with their files): there is no "
              "published MagCache table, so model_type auto self-calibrates: the first run of a model computes every "
-             "step and saves its ratios as a profile, later runs use it. thresh 0.24 / retention 0.2 / K 3 are this "
-             "pack's choice, not the MagCache authors'; at 9 steps expect few skips. Files: models/diffusion_models/"
+             "step and saves its ratios as a profile, later runs use it. " + SELF_CALIBRATED_NOTE
+             + "; at 9 steps expect few skips. Files: models/diffusion_models/"
              "z_image_turbo_bf16.safetensors, models/text_encoders/qwen_3_4b.safetensors, models/vae/ae.safetensors."),
         run="zimage"),),
 )

@@ -112,6 +112,16 @@ class Example:
     run: Optional[str] = None
 
 
+# The MagCache inputs the examples of a family without a published table show (ours: the evidence rule's
+# retention and K, and the thresh it chose on the trained testbed); with settings_from 'auto' (the
+# node's default) the rule sets all three on the model's own profile, and the note says so.
+SELF_CALIBRATED_INPUTS = (0.12, 0.2, 3)
+SELF_CALIBRATED_NOTE = (
+    "With settings_from auto (the default) those runs take thresh / retention / K from the evidence rule on "
+    "the profile: retention 0.2, K 3 and the smallest thresh that skips half the steps (the medians of the "
+    "MagCache authors' recommended settings on their own tables; README 'Settings from evidence'), and the "
+    "run's summary names them; the three inputs (0.12 / 0.2 / 3 here, ours) apply with settings_from inputs")
+
 HOOKS = ("patches_replace", "block_swap")
 
 

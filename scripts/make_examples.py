@@ -29,7 +29,7 @@ def flux() -> dict:
             "t5xxl_fp16.safetensors, models/vae/ae.safetensors.")
     return workflow([
         (1, "UNETLoader", ["flux1-dev.safetensors", "default"], {}),
-        (2, "MagCache", ["flux", 0.24, 0.1, 5, 0, -1], {"model": (1, 0)}),
+        (2, "MagCache", ["flux", 0.24, 0.1, 5, 0, -1, "auto"], {"model": (1, 0)}),
         (3, "DualCLIPLoader", ["clip_l.safetensors", "t5xxl_fp16.safetensors", "flux", "default"], {}),
         (4, "CLIPTextEncode", ["a red fox in a snowy forest at dawn, photograph"], {"clip": (3, 0)}),
         (5, "FluxGuidance", [3.5], {"conditioning": (4, 0)}),
@@ -52,7 +52,7 @@ def flux_kontext() -> dict:
             "clip_l.safetensors + t5xxl_fp8_e4m3fn_scaled.safetensors, models/vae/ae.safetensors; an input image.")
     return workflow([
         (1, "UNETLoader", ["flux1-dev-kontext_fp8_scaled.safetensors", "default"], {}),
-        (2, "MagCache", ["flux_kontext", 0.05, 0.2, 4, 0, -1], {"model": (1, 0)}),
+        (2, "MagCache", ["flux_kontext", 0.05, 0.2, 4, 0, -1, "auto"], {"model": (1, 0)}),
         (3, "DualCLIPLoader", ["clip_l.safetensors", "t5xxl_fp8_e4m3fn_scaled.safetensors", "flux", "default"], {}),
         (4, "CLIPTextEncode", ["make it a watercolor painting"], {"clip": (3, 0)}),
         (5, "LoadImage", ["example.png", "image"], {}),
@@ -155,7 +155,7 @@ UMT5 = ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan", "default"]
 def chroma() -> dict:
     return workflow([
         (1, "UNETLoader", ["chroma-unlocked-v50.safetensors", "default"], {}),
-        (2, "MagCache", ["chroma", 0.10, 0.25, 2, 0, -1], {"model": (1, 0)}),
+        (2, "MagCache", ["chroma", 0.10, 0.25, 2, 0, -1, "auto"], {"model": (1, 0)}),
         (3, "CLIPLoader", ["t5xxl_fp16.safetensors", "chroma", "default"], {}),
         (4, "CLIPTextEncode", ["a lighthouse on a cliff at sunset, oil painting"], {"clip": (3, 0)}),
         (5, "CLIPTextEncode", ["blurry, low quality"], {"clip": (3, 0)}),
@@ -176,7 +176,7 @@ def hunyuanvideo() -> dict:
     return workflow([
         (1, "UNETLoader", ["hunyuan_video_t2v_720p_bf16.safetensors", "default"], {}),
         (2, "ModelSamplingSD3", [7.0], {"model": (1, 0)}),
-        (3, "MagCache", ["hunyuan_video_544p", 0.24, 0.2, 6, 0, -1], {"model": (2, 0)}),
+        (3, "MagCache", ["hunyuan_video_544p", 0.24, 0.2, 6, 0, -1, "auto"], {"model": (2, 0)}),
         (4, "DualCLIPLoader", ["clip_l.safetensors", "llava_llama3_fp8_scaled.safetensors", "hunyuan_video",
                                "default"], {}),
         (5, "CLIPTextEncode", ["a cat walks through tall grass, cinematic"], {"clip": (4, 0)}),
@@ -201,7 +201,7 @@ def hunyuanvideo() -> dict:
 WAN21_T2V_HEAD = [
         (1, "UNETLoader", ["wan2.1_t2v_1.3B_fp16.safetensors", "default"], {}),
         (2, "ModelSamplingSD3", [8.0], {"model": (1, 0)}),
-        (3, "MagCache", ["wan2.1_t2v_1.3B", 0.12, 0.2, 4, 0, -1], {"model": (2, 0)}),
+        (3, "MagCache", ["wan2.1_t2v_1.3B", 0.12, 0.2, 4, 0, -1, "auto"], {"model": (2, 0)}),
         (4, "CLIPLoader", UMT5, {}),
         (5, "CLIPTextEncode", ["a fox running through a snowy forest, cinematic"], {"clip": (4, 0)}),
         (6, "CLIPTextEncode", [WAN_NEG], {"clip": (4, 0)}),
@@ -254,7 +254,7 @@ def wan21_i2v() -> dict:
     return workflow([
         (1, "UNETLoader", ["wan2.1_i2v_480p_14B_fp16.safetensors", "default"], {}),
         (2, "ModelSamplingSD3", [8.0], {"model": (1, 0)}),
-        (3, "MagCache", ["wan2.1_i2v_480p_14B", 0.24, 0.2, 6, 0, -1], {"model": (2, 0)}),
+        (3, "MagCache", ["wan2.1_i2v_480p_14B", 0.24, 0.2, 6, 0, -1, "auto"], {"model": (2, 0)}),
         (4, "CLIPLoader", UMT5, {}),
         (5, "CLIPTextEncode", ["the woman turns her head and smiles"], {"clip": (4, 0)}),
         (6, "CLIPTextEncode", [WAN_NEG], {"clip": (4, 0)}),
@@ -281,7 +281,7 @@ def wan21_vace() -> dict:
     return workflow([
         (1, "UNETLoader", ["wan2.1_vace_1.3B_fp16.safetensors", "default"], {}),
         (2, "ModelSamplingSD3", [8.0], {"model": (1, 0)}),
-        (3, "MagCache", ["wan2.1_vace_1.3B", 0.02, 0.2, 3, 0, -1], {"model": (2, 0)}),
+        (3, "MagCache", ["wan2.1_vace_1.3B", 0.02, 0.2, 3, 0, -1, "auto"], {"model": (2, 0)}),
         (4, "CLIPLoader", UMT5, {}),
         (5, "CLIPTextEncode", ["a paper boat drifting down a rainy street"], {"clip": (4, 0)}),
         (6, "CLIPTextEncode", [WAN_NEG], {"clip": (4, 0)}),
@@ -308,8 +308,8 @@ def wan22_t2v_a14b() -> dict:
         (2, "UNETLoader", ["wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", "default"], {}),
         (3, "ModelSamplingSD3", [8.0], {"model": (1, 0)}),
         (4, "ModelSamplingSD3", [8.0], {"model": (2, 0)}),
-        (5, "MagCache", ["wan2.2_t2v_14B", 0.06, 0.4, 2, 0, -1], {"model": (3, 0)}),
-        (6, "MagCache", ["wan2.2_t2v_14B", 0.06, 0.4, 2, 0, -1], {"model": (4, 0)}),
+        (5, "MagCache", ["wan2.2_t2v_14B", 0.06, 0.4, 2, 0, -1, "auto"], {"model": (3, 0)}),
+        (6, "MagCache", ["wan2.2_t2v_14B", 0.06, 0.4, 2, 0, -1, "auto"], {"model": (4, 0)}),
         (7, "CLIPLoader", UMT5, {}),
         (8, "CLIPTextEncode", ["a hot air balloon over a misty valley at sunrise"], {"clip": (7, 0)}),
         (9, "CLIPTextEncode", [WAN_NEG], {"clip": (7, 0)}),
@@ -337,7 +337,7 @@ def qwen_image() -> dict:
     return workflow([
         (1, "UNETLoader", ["qwen_image_fp8_e4m3fn.safetensors", "default"], {}),
         (2, "ModelSamplingAuraFlow", [3.1], {"model": (1, 0)}),
-        (3, "MagCache", ["qwen_image", 0.06, 0.20, 2, 0, -1], {"model": (2, 0)}),
+        (3, "MagCache", ["qwen_image", 0.06, 0.20, 2, 0, -1, "auto"], {"model": (2, 0)}),
         (4, "CLIPLoader", ["qwen_2.5_vl_7b_fp8_scaled.safetensors", "qwen_image", "default"], {}),
         (5, "CLIPTextEncode", ["a neon sign that reads 'MagCache' on a brick wall at night"], {"clip": (4, 0)}),
         (6, "CLIPTextEncode", [""], {"clip": (4, 0)}),
@@ -369,7 +369,7 @@ def qwen_image_edit() -> dict:
     return workflow([
         (1, "UNETLoader", ["qwen_image_edit_2509_fp8_e4m3fn.safetensors", "default"], {}),
         (2, "ModelSamplingAuraFlow", [3.0], {"model": (1, 0)}),
-        (3, "MagCache", ["auto", 0.06, 0.20, 2, 0, -1], {"model": (2, 0)}),
+        (3, "MagCache", ["auto", 0.06, 0.20, 2, 0, -1, "auto"], {"model": (2, 0)}),
         (4, "CLIPLoader", ["qwen_2.5_vl_7b_fp8_scaled.safetensors", "qwen_image", "default"], {}),
         (5, "VAELoader", ["qwen_image_vae.safetensors"], {}),
         (6, "LoadImage", ["example.png", "image"], {}),
@@ -400,7 +400,7 @@ def text_to_image(unet: str, clip: tuple, vae: str, model_type: str, settings: t
     if sampling:
         nodes.append((2, sampling[0], list(sampling[1]), {"model": model}))
         model = (2, 0)
-    nodes += [(3, "MagCache", [model_type, *settings, 0, -1], {"model": model}),
+    nodes += [(3, "MagCache", [model_type, *settings, 0, -1, "auto"], {"model": model}),
               (4, clip[0], list(clip[1]), {}),
               (5, "CLIPTextEncode", [prompt], {"clip": (4, 0)})]
     pos = (5, 0)
@@ -428,7 +428,7 @@ def ltx2_t2v(ckpt: str, text_encoder: str, model_type: str, settings: tuple, ste
     width, height, length = size
     return workflow([
         (1, "CheckpointLoaderSimple", [ckpt], {}),
-        (2, "MagCache", [model_type, *settings, 0, -1], {"model": (1, 0)}),
+        (2, "MagCache", [model_type, *settings, 0, -1, "auto"], {"model": (1, 0)}),
         (3, "LTXAVTextEncoderLoader", [text_encoder, ckpt], {}),
         (4, "CLIPTextEncode", [prompt], {"clip": (3, 0)}),
         (5, "CLIPTextEncode", [negative], {"clip": (3, 0)}),

@@ -70,7 +70,7 @@ def test_magcache_and_compile_in_either_order(comfy, name):
         base.set_model_patch_replace(counting(log), "dit", "double_block", 0)
         for step in order:
             if step == "magcache":
-                base = comfy.MagCache.execute(base, model_type, thresh, retention, K, 0, -1).result[0]
+                base = comfy.MagCache.execute(base, model_type, thresh, retention, K, 0, -1, settings_from="inputs").result[0]
             else:
                 base = comfy.CompileModel.execute(base, "default", "inductor", False, False).result[0]
         return base
@@ -160,7 +160,7 @@ def test_compile_on_the_block_list_swap(comfy, user_dir, monkeypatch):
     monkeypatch.setattr(compile_module.torch, "compile", lambda module, **kw: wrapped.append(module) or
                         real_compile(module, **kw))
     # the profile first (its run computes every step), so every model below reads the same table
-    sample(comfy.MagCache.execute(base, "auto", *settings, 0, -1).result[0], pos, neg, seed=1, steps=STEPS,
+    sample(comfy.MagCache.execute(base, "auto", *settings, 0, -1, settings_from="inputs").result[0], pos, neg, seed=1, steps=STEPS,
            latent_shape=shape)
     assert len(list((user_dir / "magcache").glob("*.json"))) == 1
 
@@ -168,7 +168,7 @@ def test_compile_on_the_block_list_swap(comfy, user_dir, monkeypatch):
         model = base.clone()
         for step in order:
             if step == "magcache":
-                model = comfy.MagCache.execute(model, "auto", *settings, 0, -1).result[0]
+                model = comfy.MagCache.execute(model, "auto", *settings, 0, -1, settings_from="inputs").result[0]
             else:
                 model = comfy.CompileModel.execute(model, "default", "inductor", False, False).result[0]
 

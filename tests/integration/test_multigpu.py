@@ -58,7 +58,7 @@ class Builder:
     def build(self, model, steps, settings=SETTINGS):
         for step in steps:
             if step == "magcache":
-                model = self.pack.MagCache.execute(model, "auto", *settings, 0, -1).result[0]
+                model = self.pack.MagCache.execute(model, "auto", *settings, 0, -1, settings_from="inputs").result[0]
             elif step == "compile":
                 model = self.pack.CompileModel.execute(model, "default", "inductor", False, False).result[0]
             else:
@@ -359,7 +359,7 @@ def one_device_profile(pack, name, pos, neg, user_dir):
     old = folder_paths.get_user_directory()
     folder_paths.set_user_directory(str(own))
     try:
-        model = pack.MagCache.execute(Builder.base(name=name), "auto", 0.24, 0.2, 3, 0, -1).result[0]
+        model = pack.MagCache.execute(Builder.base(name=name), "auto", 0.24, 0.2, 3, 0, -1, settings_from="inputs").result[0]
         sample(separate_calls(model), pos, neg, seed=0, steps=STEPS, cfg=CFG, latent_shape=TINY[name].latent)
         [path] = (own / "magcache").glob("*.json")
         return json.loads(path.read_text())

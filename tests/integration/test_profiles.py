@@ -26,7 +26,7 @@ def profiles(user_dir) -> list:
 
 
 def magcache(comfy, model, model_type="auto"):
-    return comfy.MagCache.execute(model, model_type, *SETTINGS, 0, -1).result[0]
+    return comfy.MagCache.execute(model, model_type, *SETTINGS, 0, -1, settings_from="inputs").result[0]
 
 
 def interrupt():

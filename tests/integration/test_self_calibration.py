@@ -6,6 +6,7 @@ import logging
 import pytest
 import torch
 from comfyui_magcache.magcache import COND, UNCOND, MagCacheConfig, load_profile, predict_skips
+from comfyui_magcache.magcache.evidence import evidence_settings
 from harness import TINY, conds, sample, tiny_model
 from test_families import CASES, observe, skipped, skipped_are_head_input_plus_residual
 
@@ -18,8 +19,16 @@ def profiles(user_dir):
     return sorted(d.glob("*.json")) if d.is_dir() else []
 
 
-def magcache(comfy, model, model_type="auto", settings=SETTINGS):
-    return comfy.MagCache.execute(model, model_type, *settings, 0, -1).result[0]
+def magcache(comfy, model, model_type="auto", settings=SETTINGS, settings_from="inputs", window=(0, -1)):
+    return comfy.MagCache.execute(model, model_type, *settings, *window, settings_from=settings_from).result[0]
+
+
+def by_rule(table, steps, window=(0, -1)):
+    """The skip set the node's default (settings_from 'auto') gives: the evidence rule's settings."""
+    thresh, retention, k = evidence_settings(table, steps, window)
+    first, last = MagCacheConfig(start_step=window[0], end_step=window[1]).window(steps)
+    return {b: [s for s in steps_ if first <= s <= last]
+            for b, steps_ in rule(table, steps, (thresh, retention, k)).items()}, (thresh, retention, k)
 
 
 def rule(table, steps, settings=SETTINGS, round_half_up=False):
@@ -33,7 +42,7 @@ def test_first_run_measures_and_saves_then_runs_use_it(comfy, user_dir, caplog):
     case, shape = CASES[name], TINY[name].latent
     model = tiny_model(name)
     pos, neg = conds(name)
-    patched = magcache(comfy, model)
+    patched = magcache(comfy, model, settings_from="auto")  # the node's default
     ref = sample(model, pos, neg, seed=1, steps=STEPS, latent_shape=shape)
 
     # 1. first run: every step computed, output of no MagCache, profile saved, one log line says so
@@ -52,21 +61,37 @@ def test_first_run_measures_and_saves_then_runs_use_it(comfy, user_dir, caplog):
     table, _ = load_profile(path)
     assert f"profile:{path.stem}" in comfy.MagCache.define_schema().inputs[1].options  # listed with the others
 
-    # 2. next run (new seed, same shape): uses the profile, skip set = the rule on the measured ratios
+    # 2. next run (new seed, same shape): uses the profile, with the evidence rule's settings on it
+    #    (retention 0.2, K 3, the smallest thresh that skips half the steps); the run's summary names them
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="MagCache"), observe(case, model.model.diffusion_model) as calls:
         sample(patched, pos, neg, seed=2, steps=STEPS, latent_shape=shape)
-    want = rule(table, STEPS)
-    assert want[COND] and {b: skipped(calls, b) for b in (COND, UNCOND)} == want
+    want, (thresh, retention, k) = by_rule(table, STEPS)
+    assert (retention, k) == (0.2, 3) and len(want[COND]) >= STEPS // 2
+    assert {b: skipped(calls, b) for b in (COND, UNCOND)} == want
     assert f"table profile:{path.stem}" in caplog.text and profiles(user_dir) == [path]
+    assert f"(evidence rule: thresh {thresh:g} / retention 0.2 / K 3)" in caplog.text
 
-    # 3. another step count: the same profile, interpolated
+    # 3. another step count: the same profile, interpolated, the rule applied at that count
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="MagCache"), observe(case, model.model.diffusion_model) as calls:
         sample(patched, pos, neg, seed=3, steps=20, latent_shape=shape)
-    want20 = rule(table, 20)
-    assert {b: skipped(calls, b) for b in (COND, UNCOND)} == want20 and want20[COND]
+    want20, _ = by_rule(table, 20)
+    assert {b: skipped(calls, b) for b in (COND, UNCOND)} == want20 and len(want20[COND]) >= 10
     assert f"table profile:{path.stem}" in caplog.text and profiles(user_dir) == [path]
+
+    # 3b. settings_from 'inputs': the node's own thresh / retention / K on the same profile
+    with observe(case, model.model.diffusion_model) as calls:
+        sample(magcache(comfy, model), pos, neg, seed=2, steps=STEPS, latent_shape=shape)
+    assert {b: skipped(calls, b) for b in (COND, UNCOND)} == rule(table, STEPS) != want
+
+    # 3c. 'auto' keeps the start/end window (the rule counts only skips inside it) and thresh 0 still means off
+    with observe(case, model.model.diffusion_model) as calls:
+        sample(magcache(comfy, model, settings_from="auto", window=(0, 7)), pos, neg, seed=2, steps=STEPS,
+               latent_shape=shape)
+    windowed, _ = by_rule(table, STEPS, (0, 7))
+    assert {b: skipped(calls, b) for b in (COND, UNCOND)} == windowed and max(windowed[COND]) <= 7
+    assert magcache(comfy, model, settings=(0.0, 0.2, 3), settings_from="auto") is model
 
     # 4. another sampler, then another scheduler: calibrated again (output of no MagCache each time)
     for kw in ({"sampler": "heun"}, {"scheduler": "karras"}):

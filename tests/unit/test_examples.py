@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from comfyui_magcache.magcache import MagCacheConfig
 from comfyui_magcache.magcache.profiles import check_name
-from comfyui_magcache.model_patches import MODEL_TYPES
+from comfyui_magcache.model_patches import MODEL_TYPES, SETTINGS_FROM
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -23,8 +23,8 @@ def test_example_is_current_and_consistent(name):
         assert link_id in nodes[src]["outputs"][src_slot]["links"]
         assert nodes[dst]["inputs"][dst_slot]["link"] == link_id
     for mc in [n for n in wf["nodes"] if n["type"] == "MagCache"]:
-        model_type, thresh, retention, K, start, end = mc["widgets_values"]
-        assert model_type in MODEL_TYPES
+        model_type, thresh, retention, K, start, end, settings_from = mc["widgets_values"]
+        assert model_type in MODEL_TYPES and settings_from in SETTINGS_FROM
         MagCacheConfig(thresh=thresh, retention_ratio=retention, K=K, start_step=start, end_step=end)
     for cal in [n for n in wf["nodes"] if n["type"] == "MagCacheCalibration"]:
         model_type, name = cal["widgets_values"]
@@ -68,7 +68,7 @@ def test_the_common_template_makes_a_consistent_workflow_for_a_new_family():
     sampler = next(n for n in wf["nodes"] if n["type"] == "KSampler")
     assert all(i["link"] for i in sampler["inputs"])
     magcache = next(n for n in wf["nodes"] if n["type"] == "MagCache")
-    assert magcache["widgets_values"] == ["auto", 0.06, 0.2, 2, 0, -1]
+    assert magcache["widgets_values"] == ["auto", 0.06, 0.2, 2, 0, -1, "auto"]
     zeroed = make_examples.text_to_image(
         unet="u.safetensors", clip=("CLIPLoader", ["t.safetensors", "flux2", "default"]), vae="v.safetensors",
         model_type="auto", settings=(0.06, 0.2, 2), steps=20, cfg=1.0, prompt="p", note="n", guidance=4.0)

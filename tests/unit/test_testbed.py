@@ -49,3 +49,19 @@ def test_evidence_thresh_is_the_smallest_that_skips_the_target_fraction():
     assert evidence.skip_fraction(profile, config(t)) >= 0.5
     assert evidence.skip_fraction(profile, config(round(t - 0.005, 3))) < 0.5
     assert evidence.evidence_settings(profile, 30) == (t, 0.2, 3)
+
+
+def test_evidence_config_keeps_the_nodes_window_and_counts_only_skips_inside_it():
+    ratios = tuple([1.0] + [0.99] * 20 + [0.97, 0.95, 0.93, 0.9, 0.87, 0.84, 0.8, 0.75, 0.7])
+    profile = Preset(name="p", steps=30, cfg_interleaved=False, ratios=ratios)
+    base = MagCacheConfig(thresh=0.3, retention_ratio=0.5, K=6, start_step=0, end_step=-1)
+    whole = evidence.evidence_config(profile, 30, base)
+    assert (whole.thresh, whole.retention_ratio, whole.K) == (evidence.evidence_thresh(profile, 30), 0.2, 3)
+    windowed = evidence.evidence_config(profile, 30, MagCacheConfig(thresh=0.3, start_step=0, end_step=20))
+    assert (windowed.start_step, windowed.end_step) == (0, 20)
+    # inside steps 0-20 half the run cannot be skipped: the rule takes the smallest thresh that skips the most
+    most = max(evidence.skip_fraction(profile, MagCacheConfig(thresh=t, K=3, end_step=20)) for t in evidence.GRID)
+    assert evidence.skip_fraction(profile, windowed) == most < 0.5
+    assert evidence.skip_fraction(profile, MagCacheConfig(thresh=round(windowed.thresh - 0.005, 3), K=3,
+                                                          end_step=20)) < most
+    assert evidence.evidence_config(profile, 15, base).thresh == evidence.evidence_thresh(profile, 15)
