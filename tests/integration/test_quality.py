@@ -44,3 +44,26 @@ def test_magcache_at_recommended_settings_keeps_quality(testbed):
     assert row["speedup_compute"] >= 1.9, row  # the rule skips about half the steps
     assert row["psnr"] >= FLOOR_DB[name], row
     assert res.correct == plain.correct, row
+
+
+def test_the_nodes_default_applies_the_rule_on_the_testbed(testbed, comfy, user_dir, caplog):
+    """The user's path: MagCache with model_type auto_calibrate and its default settings_from (auto). The
+    first run measures the model's profile (output of no MagCache); the next runs take thresh / retention /
+    K from the evidence rule on it, whatever the three inputs say, and keep the same floor."""
+    import logging
+
+    from comfyui_magcache.testbed.compare import Variant
+
+    name, patcher, plain = testbed
+    model = comfy.MagCache.execute(patcher, "auto_calibrate", 0.3, 0.1, 6, 0, -1).result[0]  # inputs not used
+    with torch.inference_mode():
+        first = models.sample(model, 0, 1000, cfg=CFG)  # a case not among the checked ones: measures
+    assert torch.equal(first, models.sample(patcher, 0, 1000, cfg=CFG))
+    with caplog.at_level(logging.INFO, logger="MagCache"):
+        res = compare.run(name, patcher, Variant("MagCache", "node default", lambda p: model), models.cases(SAMPLES),
+                          CFG)
+    row = res.row(plain, CFG)
+    assert "(evidence rule: thresh " in caplog.text and "/ retention 0.2 / K 3)" in caplog.text
+    assert row["speedup_compute"] >= 1.9, row
+    assert row["psnr"] >= FLOOR_DB[name], row
+    assert res.correct == plain.correct, row
