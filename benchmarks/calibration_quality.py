@@ -14,7 +14,6 @@ benchmarks/results/calibration.json. Not in CI."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import torch  # noqa: E402
+import testbed_run  # noqa: E402
 
 CFG = 2.0
 
@@ -54,18 +53,11 @@ def compare_profiles(name, patcher, cases, steps, cfg, measured, other, what):
 
 
 def main() -> int:
-    from harness import COMFYUI, setup_comfy
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=None)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "calibration.json")
-    opts = ap.parse_args()
-    if COMFYUI is None:
-        print("set COMFYUI_PATH to a ComfyUI source tree", file=sys.stderr)
-        return 2
-    setup_comfy(COMFYUI, sdpa=True)
-    torch.set_num_threads(1)
+    opts = testbed_run.start(ap)
     from comfyui_magcache.testbed import compare, models
 
     t0 = time.monotonic()
@@ -82,11 +74,7 @@ def main() -> int:
                                          f"30-step profile used at {steps} steps"))
         rows.append(compare_profiles(name, patcher, cases, 30, 1.0, cal(cfg=1.0), base, "CFG profile used at cfg 1"))
         report["models"][name] = rows
-    report["wall_minutes"] = round((time.monotonic() - t0) / 60, 1)
-    opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"results: {opts.out}")
-    return 0
+    return testbed_run.finish(report, opts.out, t0)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ docs/quality_<model>.png (PSNR against speed-up by compute, one curve per method
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import testbed_run  # noqa: E402
 import torch  # noqa: E402
 
 MAG_THRESH = (0.03, 0.06, 0.1, 0.2, 0.3)  # the node accepts 0..0.3
@@ -84,20 +84,13 @@ def fmt(row):
 
 
 def main() -> int:
-    from harness import COMFYUI, setup_comfy
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=None, help="comma-separated testbeds (default: every trained one)")
     ap.add_argument("--samples", type=int, default=8, help="cases per model and cfg (one class each)")
     ap.add_argument("--cfg", default="2,1", help="comma-separated cfg values (the testbeds draw as trained at cfg 2: README, Quality)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "quality.json")
     ap.add_argument("--plots", type=Path, default=ROOT / "docs")
-    opts = ap.parse_args()
-    if COMFYUI is None:
-        print("set COMFYUI_PATH to a ComfyUI source tree", file=sys.stderr)
-        return 2
-    setup_comfy(COMFYUI, sdpa=True)
-    torch.set_num_threads(1)
+    opts = testbed_run.start(ap)
     import comfyui_version
 
     from comfyui_magcache.magcache.plot import plot_lines, save_png
@@ -143,11 +136,7 @@ def main() -> int:
                                                f"each method's best settings", xlabel="speed-up by compute (x)",
                                   ylabel="PSNR dB"))
         print(f"plot: {path}", flush=True)
-    report["wall_minutes"] = round((time.monotonic() - t_start) / 60, 1)
-    opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"results: {opts.out} ({report['wall_minutes']} min)")
-    return 0
+    return testbed_run.finish(report, opts.out, t_start)
 
 
 if __name__ == "__main__":
