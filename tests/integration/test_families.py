@@ -70,7 +70,9 @@ def settings_for(case):
 
 def magcache(nodes, model, model_type, settings, start_step=0):
     thresh, retention, K = settings
-    return nodes.MagCache.execute(model, model_type, thresh, retention, K, start_step, -1).result[0]
+    # the settings given, also on a self-calibrated profile (test_self_calibration checks the evidence rule)
+    return nodes.MagCache.execute(model, model_type, thresh, retention, K, start_step, -1,
+                                  settings_from="inputs").result[0]
 
 
 def expected(case, settings, branches, table=None, batched=True):

@@ -201,7 +201,9 @@ def test_node_is_a_drop_in_for_the_original(comfy):
                        ("magcache_thresh", 0.06, 0.0, 0.3), ("retention_ratio", 0.2, 0.1, 1.0), ("magcache_K", 2, 0, 6),
                        ("start_step", 0, 0, 10000), ("end_step", -1, -10000, 10000)]
     # retention_ratio's range holds the original 0.1..0.3 and goes to 1.0 (the authors publish 0.4 for Wan2.2)
-    assert [(i.id, i.optional) for i in schema.inputs[7:]] == [("ratios", True)]  # a new socket, after the widgets
+    # then ours, after the original's widgets: one optional widget (saved workflows load with its default) and a socket
+    assert [(i.id, i.optional) for i in schema.inputs[7:]] == [("settings_from", True), ("ratios", True)]
+    assert schema.inputs[7].default == "auto"
     options = schema.inputs[1].options
     for name in ("auto", "flux", "flux_kontext", "chroma", "qwen_image", "hunyuan_video", "hunyuan_video1.5",
                  "wan2.1_t2v_1.3B", "wan2.1_t2v_14B", "wan2.1_i2v_480p_14B", "wan2.1_i2v_720p_14B",

@@ -184,7 +184,7 @@ def test_node_is_registered_only_where_raylight_is_installed(comfy, monkeypatch,
     assert nodes_raylight.raylight_nodes() == [nodes_raylight.RayMagCache]
     schema = nodes_raylight.RayMagCache.define_schema()
     assert [i.id for i in schema.inputs] == ["ray_actors", "model_type", "magcache_thresh", "retention_ratio",
-                                             "magcache_K", "start_step", "end_step"]
+                                             "magcache_K", "start_step", "end_step", "settings_from"]
     assert all(i.tooltip for i in schema.inputs)
 
 
