@@ -508,7 +508,10 @@ def test_the_frontend_shows_translated_node_titles_in_chinese(server, page):
         pg.goto(server.url)
         pg.wait_for_function("() => window.app && window.app.graph && window.LiteGraph", timeout=120_000)
         pg.evaluate("wf => window.app.loadGraphData(wf)", wf)
-        pg.wait_for_timeout(1500)
+        # loading is asynchronous: wait for the example's node, not a fixed time (a loaded machine is slower)
+        pg.wait_for_function("() => window.app.graph._nodes.some(n => n.type === 'MagCacheCalibration')",
+                             timeout=60_000)
+        pg.wait_for_timeout(500)
         titles = pg.evaluate("""() => {
             const cal = window.app.graph._nodes.find(n => n.type === 'MagCacheCalibration');
             ['MagCache', 'CompileModel'].forEach((type, i) => {  // the two nodes this example lacks
