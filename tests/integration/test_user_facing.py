@@ -86,6 +86,8 @@ def test_thresh_zero_validates_the_other_inputs_first(comfy, ui):
         comfy.MagCache.execute(wan, "auto", 0.0, 1.5, 3, 0, -1)
     with pytest.raises(MagCacheConfigError, match=r"end_step \(2\) is before start_step \(5\)"):
         comfy.MagCache.execute(wan, "auto", 0.0, 0.2, 3, 5, 2)
+    with pytest.raises(MagCacheConfigError, match="settings_from must be one of auto, inputs, got 'evidence'"):
+        comfy.MagCache.execute(wan, "auto", 0.0, 0.2, 3, 0, -1, settings_from="evidence")
     with pytest.raises(UnsupportedModel, match="model_type 'flux' does not match the loaded model"):
         comfy.MagCache.execute(wan, "flux", 0.0, 0.2, 3, 0, -1)
     with pytest.raises(UnsupportedModel, match="this is a UNet"):
