@@ -26,11 +26,11 @@ def _branches(preset: Preset):
 
 
 def skip_fraction(preset: Preset, config: MagCacheConfig, steps: Optional[int] = None, tables=None) -> float:
-    """Fraction of the steps the rule skips (all branches batched, as ComfyUI runs CFG)."""
+    """Fraction of the steps the rule skips (all branches batched, as ComfyUI runs CFG); only steps inside
+    config's start/end window can be (rule.eligible)."""
     steps = steps or preset.steps
-    first, last = config.window(steps)
     skips = predict_skips(config, tables or preset.tables(steps), steps, branches=_branches(preset))
-    return len([s for s in skips[COND] if first <= s <= last]) / steps
+    return len(skips[COND]) / steps
 
 
 def published_settings() -> dict[str, tuple]:
