@@ -91,18 +91,17 @@ class Run:
     """One sampling run: the core state, shared by every model call of the run (also by calls
     running at the same time in other threads: state, calibration and tables change under `lock`)."""
 
-    def __init__(self, settings: Settings, model_sigmas=None, plan: Optional[Plan] = None, steps: Optional[int] = None):
+    def __init__(self, settings: Settings, model_sigmas=None, plan: Optional[Plan] = None,
+                 rule_config: Optional[MagCacheConfig] = None):
         self.settings = settings
         self.plan = plan
         config, self.handle = settings.config, settings.calibrate
         self.preset = settings.preset  # fixed for the run; None: 'auto'
-        self.rule_settings: Optional[str] = None  # the evidence rule's settings, when it set them
+        self.rule_config = None  # the evidence rule's settings on the profile, when they replace the node's
         if plan is not None and plan.preset is not None:  # self-calibration: this model's saved profile
             self.preset = plan.preset
-            if settings.evidence and steps:
-                config = evidence.evidence_config(plan.preset, steps, config)
-                self.rule_settings = (f"evidence rule: thresh {config.thresh:g} / retention {config.retention_ratio:g}"
-                                      f" / K {config.K}")
+            if rule_config is not None:
+                config = self.rule_config = rule_config
         elif plan is not None:  # self-calibration: this run measures (every step computed)
             config, self.handle = MagCacheConfig(thresh=0.0), plan.handle
         self.state = RunState(config, settings.spec.retention_round_half_up, model_sigmas)
@@ -408,12 +407,15 @@ def new_run(settings: Settings, model_sigmas, planner, steps: Optional[int] = No
             log.exception("MagCache: self-calibration could not start")
             plan = Plan("", preset=MEASURING)
             failure = f"self-calibration could not start: {clip(str(e).splitlines()[0] if str(e) else type(e).__name__, 200)}"
-    try:
-        run = Run(settings, model_sigmas, plan, steps)
-    except Exception as e:  # the rule on a broken profile: caching off, the generation goes on
-        log.exception("MagCache: the evidence rule failed on this model's profile")
-        run = Run(settings, model_sigmas, Plan("", preset=MEASURING))
-        failure = f"the evidence rule failed: {clip(str(e).splitlines()[0] if str(e) else type(e).__name__, 200)}"
+    rule_config = None
+    if settings.evidence and steps and plan is not None and plan.preset not in (None, MEASURING):
+        try:
+            rule_config = evidence.evidence_config(plan.preset, steps, settings.config)
+        except Exception as e:  # the rule on a broken profile: caching off, the generation goes on
+            log.exception("MagCache: the evidence rule failed on this model's profile")
+            plan = Plan("", preset=MEASURING)
+            failure = f"the evidence rule failed: {clip(str(e).splitlines()[0] if str(e) else type(e).__name__, 200)}"
+    run = Run(settings, model_sigmas, plan, rule_config)
     if failure is not None:
         run.state.disable(failure)
     return run
@@ -437,8 +439,9 @@ def run_report(run: Run) -> str:
     """The run's summary line and the table it read, e.g. 'MagCache: skipped 9/20 steps (cond 9, uncond 9),
     est. 1.8x, table flux'; a run with caching off says why."""
     line = run.state.summary()  # names the tables the run read (RunState.table_names)
-    if run.rule_settings and run.state.disabled_reason is None:
-        line += f" ({run.rule_settings})"
+    rule = run.rule_config
+    if rule is not None and run.state.disabled_reason is None:
+        line += f" (evidence rule: thresh {rule.thresh:g} / retention {rule.retention_ratio:g} / K {rule.K})"
     return line
 
 
