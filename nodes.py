@@ -94,6 +94,11 @@ def settings_from_input():
                 "inputs: always use the inputs above.")
 
 
+def check_settings_from(value, node: str = "MagCache") -> None:
+    if value not in SETTINGS_FROM:
+        raise MagCacheConfigError(f"{node}: settings_from must be one of {', '.join(SETTINGS_FROM)}, got {show(value)}")
+
+
 def profile_state(model_type) -> str:
     """What changes when the profile a 'profile:...' model_type names is edited or replaced ('' otherwise)."""
     if isinstance(model_type, str) and model_type.startswith(PROFILE_PREFIX):
@@ -162,9 +167,7 @@ class MagCache(io.ComfyNode):
                 start_step: int = 0, end_step: int = -1, ratios=None, settings_from: str = "auto") -> io.NodeOutput:
         # Everything is validated first, also with thresh 0: a workflow that is wrong fails now,
         # not later when the threshold is raised.
-        if settings_from not in SETTINGS_FROM:
-            raise MagCacheConfigError(f"MagCache: settings_from must be one of {', '.join(SETTINGS_FROM)}, "
-                                      f"got {show(settings_from)}")
+        check_settings_from(settings_from)
         config = MagCacheConfig(thresh=magcache_thresh, retention_ratio=retention_ratio, K=magcache_K,
                                 start_step=start_step, end_step=end_step)
         if ratios is not None:

@@ -18,8 +18,7 @@ from pathlib import Path
 from comfy_api.latest import io
 
 from .magcache import MagCacheConfig
-from .magcache.config import MagCacheConfigError
-from .nodes import SETTINGS_FROM, MagCache
+from .nodes import MagCache, check_settings_from
 
 PACK_DIR = str(Path(__file__).resolve().parent)
 RAY_ACTORS = io.Custom("RAY_ACTORS")
@@ -88,9 +87,7 @@ class RayMagCache(io.ComfyNode):
                 start_step: int = 0, end_step: int = -1, settings_from: str = "auto") -> io.NodeOutput:
         MagCacheConfig(thresh=magcache_thresh, retention_ratio=retention_ratio, K=magcache_K,
                        start_step=start_step, end_step=end_step)  # bad settings fail here, before any actor
-        if settings_from not in SETTINGS_FROM:
-            raise MagCacheConfigError(f"RayMagCache: settings_from must be one of {', '.join(SETTINGS_FROM)}, "
-                                      f"got {settings_from!r}")
+        check_settings_from(settings_from, "RayMagCache")
         import ray
 
         fn = actor_function(model_type, magcache_thresh, retention_ratio, magcache_K, start_step, end_step,
