@@ -28,6 +28,26 @@ def test_the_image_testbed_is_trained():
     assert "hunyuan_image" in models.TRAINED and set(models.TRAINED) <= set(FLOOR_DB)
 
 
+@pytest.mark.parametrize("name", sorted(models.TESTBEDS))
+def test_each_testbed_config_is_what_comfyuis_loader_detects(comfy, name):
+    """A checkpoint is only a testbed if UNETLoader rebuilds the model it was trained as. ComfyUI's
+    detection derives some settings instead of reading them (Wan: num_heads = dim // 128): a config
+    that disagrees trains one model and loads another."""
+    import comfy.model_detection
+
+    tb = models.TESTBEDS[name]
+    state = models.build(name).diffusion_model.state_dict()
+    detected = comfy.model_detection.detect_unet_config(state, "")
+    compared = {k: (v, detected[k]) for k, v in tb.unet.items() if k in detected}
+    assert "num_heads" in compared, sorted(detected)
+    wrong = {k: pair for k, pair in compared.items() if _norm(pair[0]) != _norm(pair[1])}
+    assert not wrong, f"{name}: trained as / loaded as {wrong}"
+
+
+def _norm(v):
+    return list(v) if isinstance(v, (list, tuple)) else v
+
+
 def test_the_plain_model_is_right(testbed):
     name, _, plain = testbed
     assert plain.correct >= 0.9 * SAMPLES, f"{name}: the checker accepts {plain.correct}/{SAMPLES} plain samples"
