@@ -8,8 +8,9 @@ and half uniformly. Class conditioning with 10% dropout to the empty prompt (so 
 warm-up then cosine decay, gradient clipping, EMA of the weights (what is saved, in fp16). Fixed
 seeds; TESTBED_THREADS torch threads, default 1 (2 spin each other on a busy machine: 8x the CPU
 time measured here; on an idle machine 2 are faster); a fixed number of optimizer steps
-(models.Testbed.train), chosen to take at most 15 minutes on 2 idle CPU cores. All settings are ours. Not run in CI: the checkpoints are
-committed. Ends by sampling 16 (class, seed) cases through ComfyUI and printing the checker's accuracy."""
+(models.Testbed.train), chosen to take at most 15 minutes on 2 idle CPU cores (wan_video's takes
+about 15.4: README, Quality). All settings are ours. Not run in CI: the checkpoints are committed.
+Ends by sampling 16 (class, seed) cases through ComfyUI and printing the checker's accuracy."""
 from __future__ import annotations
 
 import argparse
@@ -149,7 +150,8 @@ def main() -> int:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"testbed": opts.name, "steps": str(steps), "batch": str(cfg["batch"]), "lr": str(cfg["lr"]),
-            "train_wall_s": f"{wall:.0f}", "train_cpu_s": f"{cpu:.0f}", "threads": str(torch.get_num_threads()), "torch": torch.__version__,
+            "train_wall_s": f"{wall:.0f}", "train_cpu_s": f"{cpu:.0f}", "threads": str(torch.get_num_threads()),
+            "torch": torch.__version__,
             "final_loss": f"{sum(losses[-100:]) / len(losses[-100:]):.4f}"}
     safetensors.torch.save_file({k: v.half().contiguous() for k, v in ema.items()}, str(out), metadata=meta)
     print(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB): {wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU "
