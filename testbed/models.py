@@ -24,7 +24,7 @@ class Testbed:
     comfy_config: str  # class in comfy.supported_models
     unet: Mapping[str, Any]
     latent: tuple  # sampled latent shape, batch 1
-    train: Mapping[str, Any] = field(default_factory=dict)  # testbed/train.py settings
+    train: Mapping[str, Any] = field(default_factory=dict)  # testbed/train.py settings (its docstring)
 
     @property
     def checkpoint(self) -> Path:
@@ -42,7 +42,7 @@ TESTBEDS = {
              guidance_embed=False, byt5=False, meanflow=False, use_cond_type_embedding=False,
              vision_in_dim=None, meanflow_sum=False),
         (1, data.CHANNELS, 1, data.IMAGE_SIZE, data.IMAGE_SIZE),
-        dict(steps=2000, batch=16, lr=1e-3)),
+        dict(steps=2000, batch=16, lr=1e-3, threads=1, copy_saved=True)),
     # Wan2.1 text-to-video: 3 latent frames of a square moving right. ComfyUI's loader fixes
     # num_heads = dim // 128 and patch (1, 2, 2) (test_quality checks the config round-trips).
     "wan_video": Testbed(
@@ -50,7 +50,7 @@ TESTBEDS = {
         dict(image_model="wan2.1", model_type="t2v", dim=128, ffn_dim=512, num_heads=1, num_layers=4,
              text_dim=data.TEXT_DIM, in_dim=16, out_dim=16, freq_dim=256),
         (1, data.CHANNELS, data.VIDEO_FRAMES, data.VIDEO_SIZE, data.VIDEO_SIZE),
-        dict(steps=7000, batch=12, lr=1.5e-3)),
+        dict(steps=6600, batch=12, lr=1.5e-3, threads=2)),
 }
 TRAINED = tuple(n for n, t in TESTBEDS.items() if t.checkpoint.is_file())
 

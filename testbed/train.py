@@ -6,14 +6,18 @@ Rectified flow as these models are trained: x_t = (1 - s) x0 + s noise, the mode
 noise - x0 (ComfyUI's FLOW model type), s drawn half from the model's own shifted sampling schedule
 and half uniformly. Class conditioning with 10% dropout to the empty prompt (so CFG works). AdamW,
 warm-up then cosine decay, gradient clipping, EMA of the weights (what is saved, in fp16). Fixed
-seeds; TESTBED_THREADS torch threads, default 1 (2 spin each other on a busy machine: 8x the CPU
-time measured here; on an idle machine 2 are faster); a fixed number of optimizer steps
-(models.Testbed.train), chosen to take at most 15 minutes on 2 idle CPU cores (wan_video's takes
-about 15.4: README, Quality). All settings are ours. Not run in CI: the checkpoints are committed.
+seeds; the testbed's torch threads (its `threads`, what its committed checkpoint was trained with:
+the thread count changes the rounding, so the same count reproduces it bit for bit), or
+TESTBED_THREADS (2 threads spin each other on a busy machine: 8x the CPU time measured here; on an
+idle machine they are faster); a fixed number of optimizer steps
+(models.Testbed.train), chosen to take at most 15 minutes on 2 idle CPU cores (measured: README,
+Quality). copy_saved (a testbed's train setting) keeps copies of what autograd saves, for blocks that
+add in place. All settings are ours. Not run in CI: the checkpoints are committed.
 Ends by sampling 16 (class, seed) cases through ComfyUI and printing the checker's accuracy."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -93,12 +97,13 @@ def main() -> int:
         print("set COMFYUI_PATH to a ComfyUI source tree", file=sys.stderr)
         return 2
     setup_comfy(COMFYUI, sdpa=True)
-    torch.set_num_threads(int(os.environ.get("TESTBED_THREADS", "1")))
-    torch.manual_seed(0)
-    trainable_rope()
     tb = models.TESTBEDS[opts.name]
     cfg = dict(tb.train)
+    torch.set_num_threads(int(os.environ.get("TESTBED_THREADS", cfg.get("threads", 1))))
+    torch.manual_seed(0)
+    trainable_rope()
     steps = opts.steps or cfg["steps"]
+    copy_saved = bool(cfg.get("copy_saved", False))
     out = opts.out or tb.checkpoint
     model = models.build(opts.name)
     dm = model.diffusion_model
@@ -128,7 +133,9 @@ def main() -> int:
         xt = (1 - sv) * x0 + sv * noise
         # ComfyUI's Flux-style blocks (HunyuanVideo's) add in place into tensors autograd saved;
         # saving copies keeps their backward right (the weights and the forward are ComfyUI's own).
-        with torch.autograd.graph.saved_tensors_hooks(torch.Tensor.clone, lambda t: t):
+        # The copies cost time (6% of a WanModel step, whose blocks do not need them): only where asked.
+        with torch.autograd.graph.saved_tensors_hooks(torch.Tensor.clone, lambda t: t) if copy_saved \
+                else contextlib.nullcontext():
             pred = forward(model, xt, s, ctx, pooled)
         loss = torch.nn.functional.mse_loss(pred.float(), noise - x0)
         opt.zero_grad(set_to_none=True)

@@ -1,9 +1,26 @@
-"""The testbeds' data and checker (testbed/data.py) and the evidence rule (magcache/evidence.py)."""
+"""The testbeds' data and checker (testbed/data.py), their committed checkpoints' records, and the
+evidence rule (magcache/evidence.py)."""
+import json
+
 import pytest
 import torch
 from comfyui_magcache.magcache import MagCacheConfig, Preset
 from comfyui_magcache.magcache import evidence
-from comfyui_magcache.testbed import data
+from comfyui_magcache.testbed import data, models
+
+
+@pytest.mark.parametrize("name", sorted(models.TESTBEDS))
+def test_each_committed_checkpoint_was_trained_with_its_testbeds_settings(name):
+    """`python testbed/train.py <name>` reproduces the committed checkpoint only if the settings it
+    reads (models.Testbed.train) are the ones the checkpoint records, the thread count included."""
+    tb = models.TESTBEDS[name]
+    record = tb.checkpoint.with_suffix(".json")
+    if not tb.checkpoint.is_file():
+        pytest.skip(f"{name} has no committed checkpoint")
+    meta = json.loads(record.read_text())
+    want = {k: str(tb.train[k]) for k in ("steps", "batch", "threads")}
+    assert {k: meta.get(k) for k in want} == want
+    assert float(meta["lr"]) == tb.train["lr"]
 
 
 @pytest.mark.parametrize("kind", ["image", "video"])
