@@ -62,7 +62,7 @@ def main() -> int:
 
     t0 = time.monotonic()
     report = {"command": "python benchmarks/calibration_quality.py " + " ".join(sys.argv[1:]), "models": {}}
-    for name in (opts.models.split(",") if opts.models else models.TRAINED):
+    for name in testbed_run.model_names(opts):
         patcher = models.load(name)
         cases = models.cases(opts.samples)
         cal = lambda steps=30, cfg=CFG, case=(0, 1000): compare.calibrate(name, patcher, cfg, (case,), steps)  # noqa: E731

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import testbed_run  # noqa: E402
-import torch  # noqa: E402
 
 MAG_THRESH = (0.03, 0.06, 0.1, 0.2, 0.3)  # the node accepts 0..0.3
 MAG_SHAPES = ((0.2, 2), (0.2, 3), (0.1, 4))  # (retention, K)
@@ -91,17 +89,12 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "quality.json")
     ap.add_argument("--plots", type=Path, default=ROOT / "docs")
     opts = testbed_run.start(ap)
-    import comfyui_version
-
     from comfyui_magcache.magcache.plot import plot_lines, save_png
     from comfyui_magcache.testbed import compare, models
 
-    names = opts.models.split(",") if opts.models else list(models.TRAINED)
+    names = testbed_run.model_names(opts)
     cfgs = [float(c) for c in opts.cfg.split(",")]
-    report = {"command": "python benchmarks/quality.py " + " ".join(sys.argv[1:]),
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread, CPU, fp32, torch "
-                         f"{torch.__version__.split('+')[0]}, ComfyUI {comfyui_version.__version__}",
-              "reference": f"{compare.STEPS} steps, euler, simple", "models": {}}
+    report = testbed_run.new_report("quality.py")
     t_start = time.monotonic()
     for name in names:
         patcher = models.load(name)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import platform
 import sys
 import time
 from pathlib import Path
@@ -74,19 +73,13 @@ def main() -> int:
     ap.add_argument("--cfg", default="2,1", help="comma-separated cfg values")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "skip_cost.json")
     opts = testbed_run.start(ap)
-    import comfyui_version
-
     from comfyui_magcache.magcache.evidence import evidence_settings
     from comfyui_magcache.testbed import compare, models
 
-    names = opts.models.split(",") if opts.models else list(models.TRAINED)
     n = compare.STEPS
-    report = {"command": "python benchmarks/skip_cost.py " + " ".join(sys.argv[1:]),
-              "machine": f"{platform.machine()}, 1 torch thread, CPU, fp32, torch "
-                         f"{torch.__version__.split('+')[0]}, ComfyUI {comfyui_version.__version__}",
-              "reference": f"{n} steps, euler, simple", "models": {}}
+    report = testbed_run.new_report("skip_cost.py")
     t_start = time.monotonic()
-    for name in names:
+    for name in testbed_run.model_names(opts):
         patcher = models.load(name)
         cases = models.cases(opts.samples)
         for cfg in (float(c) for c in opts.cfg.split(",")):
