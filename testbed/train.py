@@ -9,10 +9,10 @@ warm-up then cosine decay, gradient clipping, EMA of the weights (what is saved,
 seeds; the testbed's torch threads (its `threads`, what its committed checkpoint was trained with:
 the thread count changes the rounding, so the same count reproduces it bit for bit), or
 TESTBED_THREADS (2 threads spin each other on a busy machine: 8x the CPU time measured here; on an
-idle machine they are faster); a fixed number of optimizer steps
-(models.Testbed.train), chosen to take at most 15 minutes on 2 idle CPU cores (measured: README,
-Quality). copy_saved (a testbed's train setting) keeps copies of what autograd saves, for blocks that
-add in place. All settings are ours. Not run in CI: the checkpoints are committed.
+idle machine they are faster); a fixed number of optimizer steps (models.Testbed.train), chosen to
+take at most 15 minutes on 2 idle CPU cores (measured: README, Quality). copy_saved (a testbed's
+train setting) keeps copies of what autograd saves, for blocks that add in place. All settings are
+ours. Not run in CI: the checkpoints are committed.
 Ends by sampling 16 (class, seed) cases through ComfyUI and printing the checker's accuracy."""
 from __future__ import annotations
 
